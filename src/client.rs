@@ -1,0 +1,432 @@
+//! Typed requests to vineyardd over IPC: blobs in shared memory, metadata,
+//! names, persistence, deletion, status and migration.
+//!
+//! A `Client` is one connection plus its cache of mapped memory files (each
+//! server fd arrives at most once per connection, so the cache lives as long
+//! as the connection). It is not `Sync`: wrap it in a mutex to share it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::connection::{Connection, Timeouts};
+use crate::error::{Error, Result};
+use crate::object::{ObjectId, ObjectMeta};
+use crate::protocol::{self, field_id, field_u64, Payload};
+use crate::shm::{BlobBytes, Region};
+
+/// The version string we announce; the server never checks it.
+pub const CLIENT_VERSION: &str = "0.24.2";
+
+/// What the server said about itself when we registered.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    pub instance_id: u64,
+    pub version: String,
+    pub rpc_endpoint: String,
+    pub ipc_socket: String,
+}
+
+/// Result of `create_data`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Created {
+    pub id: ObjectId,
+    pub signature: u64,
+    pub instance_id: u64,
+}
+
+/// A registered IPC connection to one vineyardd.
+pub struct Client {
+    conn: Connection,
+    info: ServerInfo,
+    regions: HashMap<i64, Arc<Region>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({}, instance {})", self.conn.socket().display(), self.info.instance_id)
+    }
+}
+
+impl Client {
+    /// Connects with default timeouts and registers.
+    pub fn connect(socket: impl AsRef<Path>) -> Result<Client> {
+        Client::connect_with(socket.as_ref(), Timeouts::default())
+    }
+
+    /// Connects with explicit timeouts and registers.
+    pub fn connect_with(socket: &Path, timeouts: Timeouts) -> Result<Client> {
+        let mut conn = Connection::connect(socket, timeouts)?;
+        let reply = conn.call(
+            &json!({"type": "register_request", "version": CLIENT_VERSION, "store_type": 1,
+                    "session_id": 0, "username": "", "password": ""}),
+            "register_reply",
+        )?;
+        let ctx = conn.ctx("register_request");
+        let info = ServerInfo {
+            instance_id: field_u64(&reply, "instance_id", ctx)?,
+            version: reply.get("version").and_then(Value::as_str).unwrap_or("").to_string(),
+            rpc_endpoint: reply.get("rpc_endpoint").and_then(Value::as_str).unwrap_or("").to_string(),
+            ipc_socket: reply.get("ipc_socket").and_then(Value::as_str).unwrap_or("").to_string(),
+        };
+        if reply.get("store_match").and_then(Value::as_bool) == Some(false) {
+            return Err(ctx.protocol("the server's store type is not the default bulk store"));
+        }
+        Ok(Client { conn, info, regions: HashMap::new() })
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        self.conn.socket()
+    }
+
+    /// What the server reported at registration.
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// This server's instance id (goes into every metadata tree we create).
+    pub fn instance_id(&self) -> u64 {
+        self.info.instance_id
+    }
+
+    /// Number of memory files mapped on this connection.
+    pub fn mapped_files(&self) -> usize {
+        self.regions.len()
+    }
+
+    fn call(&mut self, msg: Value, expected: &str) -> Result<Map<String, Value>> {
+        self.conn.call(&msg, expected)
+    }
+
+    // ---- blobs -------------------------------------------------------------
+
+    /// Allocates one blob; its bytes may be written until `seal`.
+    pub fn create_buffer(&mut self, size: u64) -> Result<BlobBytes> {
+        let req = "create_buffer_request";
+        let reply = self.call(json!({"type": req, "size": size}), "create_buffer_reply").map_err(|e| self.full(e, size))?;
+        let created = reply.get("created").ok_or_else(|| self.conn.ctx(req).protocol("reply has no created payload"))?;
+        let payload = Payload::from_json(created, self.conn.ctx(req))?;
+        self.receive_fds(&reply, std::slice::from_ref(&payload), req)?;
+        self.blob_of(&payload, req)
+    }
+
+    /// Allocates many blobs in one round trip (all or nothing).
+    pub fn create_buffers(&mut self, sizes: &[u64]) -> Result<Vec<BlobBytes>> {
+        if sizes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let req = "create_buffers_request";
+        let total: u64 = sizes.iter().sum();
+        let reply = self
+            .call(json!({"type": req, "num": sizes.len(), "sizes": sizes}), "create_buffers_reply")
+            .map_err(|e| self.full(e, total))?;
+        let payloads = self.payloads(&reply, req)?;
+        if payloads.len() != sizes.len() {
+            return Err(self.conn.ctx(req).protocol(format!("asked for {} blobs, got {}", sizes.len(), payloads.len())));
+        }
+        self.receive_fds(&reply, &payloads, req)?;
+        payloads.iter().map(|p| self.blob_of(p, req)).collect()
+    }
+
+    /// Seals a blob: it becomes immutable and readable by others.
+    pub fn seal(&mut self, id: ObjectId) -> Result<()> {
+        self.call(json!({"type": "seal_request", "object_id": id}), "seal_reply").map(drop)
+    }
+
+    /// Frees an unsealed blob at once (abort of a save).
+    pub fn drop_buffer(&mut self, id: ObjectId) -> Result<()> {
+        self.call(json!({"type": "drop_buffer_request", "id": id}), "drop_buffer_reply").map(drop)
+    }
+
+    /// Maps the given sealed local blobs. Missing ids are absent from the map.
+    pub fn get_buffers(&mut self, ids: &[ObjectId]) -> Result<HashMap<ObjectId, BlobBytes>> {
+        let req = "get_buffers_request";
+        let mut msg = Map::new();
+        msg.insert("type".into(), req.into());
+        msg.insert("num".into(), ids.len().into());
+        for (i, id) in ids.iter().enumerate() {
+            msg.insert(i.to_string(), id.0.into());
+        }
+        msg.insert("unsafe".into(), false.into());
+        let reply = self.call(Value::Object(msg), "get_buffers_reply")?;
+        let payloads = self.payloads(&reply, req)?;
+        self.receive_fds(&reply, &payloads, req)?;
+        let mut out = HashMap::with_capacity(payloads.len());
+        for p in &payloads {
+            out.insert(p.object_id, self.blob_of(p, req)?);
+        }
+        Ok(out)
+    }
+
+    /// Drops this connection's reference to a blob.
+    pub fn release(&mut self, id: ObjectId) -> Result<()> {
+        self.call(json!({"type": "release_request", "object_id": id}), "release_reply").map(drop)
+    }
+
+    fn payloads(&self, reply: &Map<String, Value>, req: &str) -> Result<Vec<Payload>> {
+        let ctx = self.conn.ctx(req);
+        match reply.get("payloads") {
+            Some(Value::Array(a)) => a.iter().map(|v| Payload::from_json(v, ctx)).collect(),
+            _ => {
+                let num = field_u64(reply, "num", ctx)? as usize;
+                (0..num)
+                    .map(|i| Payload::from_json(reply.get(&i.to_string()).ok_or_else(|| ctx.protocol(format!("payload {i} missing")))?, ctx))
+                    .collect()
+            }
+        }
+    }
+
+    /// Receives the fds listed in a reply and maps each new memory file.
+    fn receive_fds(&mut self, reply: &Map<String, Value>, payloads: &[Payload], req: &str) -> Result<()> {
+        let fds = protocol::listed_fds(reply, self.conn.ctx(req))?;
+        for server_fd in fds {
+            let map_size = payloads
+                .iter()
+                .find(|p| p.store_fd == server_fd)
+                .map(|p| p.map_size)
+                .ok_or_else(|| self.conn.ctx(req).protocol(format!("fd {server_fd} listed but no payload uses it")))?;
+            let fd = self.conn.recv_fd(req)?;
+            let region = Region::map(fd, map_size).map_err(|e| Error::Io {
+                socket: self.socket().to_path_buf(),
+                request: format!("{req} (mmap of {map_size} bytes)"),
+                source: e,
+            })?;
+            self.regions.insert(server_fd, Arc::new(region));
+        }
+        Ok(())
+    }
+
+    fn blob_of(&self, p: &Payload, req: &str) -> Result<BlobBytes> {
+        if p.data_size == 0 {
+            return Ok(BlobBytes::empty(p.object_id));
+        }
+        let region = self
+            .regions
+            .get(&p.store_fd)
+            .ok_or_else(|| self.conn.ctx(req).protocol(format!("blob {} is in memory file {} that was never sent", p.object_id, p.store_fd)))?;
+        BlobBytes::new(p.object_id, region.clone(), p.data_offset, p.data_size)
+            .ok_or_else(|| self.conn.ctx(req).protocol(format!("blob {} lies outside its mapping", p.object_id)))
+    }
+
+    /// Turns "not enough memory" into `StoreFull` with the bytes asked for.
+    fn full(&mut self, e: Error, requested: u64) -> Error {
+        if !protocol::is_out_of_memory(&e) {
+            return e;
+        }
+        let message = match &e {
+            Error::Server { message, .. } => message.clone(),
+            _ => String::new(),
+        };
+        let (used, limit) = match self.instance_status() {
+            Ok(s) => (s.get("memory_usage").and_then(Value::as_u64).unwrap_or(0), s.get("memory_limit").and_then(Value::as_u64).unwrap_or(0)),
+            Err(_) => (0, 0),
+        };
+        Error::StoreFull { socket: self.socket().to_path_buf(), requested, available: limit.saturating_sub(used), limit, message }
+    }
+
+    // ---- metadata ----------------------------------------------------------
+
+    /// Creates one object from a metadata tree.
+    pub fn create_data(&mut self, content: &ObjectMeta) -> Result<Created> {
+        let reply = self.call(json!({"type": "create_data_request", "content": content}), "create_data_reply")?;
+        let ctx = self.conn.ctx("create_data_request");
+        Ok(Created { id: field_id(&reply, "id", ctx)?, signature: field_u64(&reply, "signature", ctx)?, instance_id: field_u64(&reply, "instance_id", ctx)? })
+    }
+
+    /// Creates many objects in one round trip.
+    pub fn create_datas(&mut self, contents: &[ObjectMeta]) -> Result<Vec<Created>> {
+        if contents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let req = "create_datas_request";
+        let reply = self.call(json!({"type": req, "num": contents.len(), "contents": contents}), "create_datas_reply")?;
+        let ctx = self.conn.ctx(req);
+        let list = |k: &str| -> Result<Vec<u64>> {
+            let a = reply.get(k).and_then(Value::as_array).ok_or_else(|| ctx.protocol(format!("{k} missing")))?;
+            a.iter().map(|v| v.as_u64().ok_or_else(|| ctx.protocol(format!("{k} entry is not an integer")))).collect()
+        };
+        let (ids, sigs, insts) = (list("ids")?, list("signatures")?, list("instance_ids")?);
+        if ids.len() != contents.len() || sigs.len() != ids.len() || insts.len() != ids.len() {
+            return Err(ctx.protocol("create_datas reply lists do not match the request"));
+        }
+        Ok(ids.into_iter().zip(sigs).zip(insts).map(|((i, s), n)| Created { id: ObjectId(i), signature: s, instance_id: n }).collect())
+    }
+
+    /// Fetches metadata trees; missing ids are absent from the map.
+    pub fn get_data(&mut self, ids: &[ObjectId], sync_remote: bool, wait: bool) -> Result<HashMap<ObjectId, ObjectMeta>> {
+        let req = "get_data_request";
+        if wait {
+            self.conn.set_read_timeout(None)?;
+        }
+        let res = self.call(json!({"type": req, "id": ids, "sync_remote": sync_remote, "wait": wait}), "get_data_reply");
+        if wait {
+            let t = self.conn.timeouts().read;
+            self.conn.set_read_timeout(t)?;
+        }
+        self.content_map(res?, req)
+    }
+
+    /// Fetches one metadata tree or fails with `NotFound`.
+    pub fn get_meta(&mut self, id: ObjectId, sync_remote: bool) -> Result<ObjectMeta> {
+        self.get_data(&[id], sync_remote, false)?
+            .remove(&id)
+            .ok_or_else(|| Error::NotFound { socket: self.socket().to_path_buf(), what: format!("object {id}") })
+    }
+
+    /// Lists objects whose typename matches a glob (or regex).
+    pub fn list_data(&mut self, pattern: &str, regex: bool, limit: usize) -> Result<HashMap<ObjectId, ObjectMeta>> {
+        let req = "list_data_request";
+        let reply = self.call(json!({"type": req, "pattern": pattern, "regex": regex, "limit": limit}), "get_data_reply")?;
+        self.content_map(reply, req)
+    }
+
+    fn content_map(&self, reply: Map<String, Value>, req: &str) -> Result<HashMap<ObjectId, ObjectMeta>> {
+        let ctx = self.conn.ctx(req);
+        match reply.get("content") {
+            None | Some(Value::Null) => Ok(HashMap::new()),
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| {
+                    let id = ObjectId::parse(k).ok_or_else(|| ctx.protocol(format!("content key {k:?} is not an id")))?;
+                    let meta = ObjectMeta::from_value(v.clone()).ok_or_else(|| ctx.protocol(format!("content of {k} is not an object")))?;
+                    Ok((id, meta))
+                })
+                .collect(),
+            Some(_) => Err(ctx.protocol("content is neither an object nor null")),
+        }
+    }
+
+    /// True if the object (or blob) exists.
+    pub fn exists(&mut self, id: ObjectId) -> Result<bool> {
+        let reply = self.call(json!({"type": "exists_request", "id": id}), "exists_reply")?;
+        reply.get("exists").and_then(Value::as_bool).ok_or_else(|| self.conn.ctx("exists_request").protocol("exists missing"))
+    }
+
+    /// Makes an object visible to other instances (and nameable).
+    pub fn persist(&mut self, id: ObjectId) -> Result<()> {
+        self.call(json!({"type": "persist_request", "id": id}), "persist_reply").map(drop)
+    }
+
+    /// True if the object has been persisted.
+    pub fn if_persist(&mut self, id: ObjectId) -> Result<bool> {
+        let reply = self.call(json!({"type": "if_persist_request", "id": id}), "if_persist_reply")?;
+        reply.get("persist").and_then(Value::as_bool).ok_or_else(|| self.conn.ctx("if_persist_request").protocol("persist missing"))
+    }
+
+    /// Deletes objects. Unknown ids are ignored by the server.
+    pub fn del_data(&mut self, ids: &[ObjectId], force: bool, deep: bool) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.call(
+            json!({"type": "del_data_request", "id": ids, "force": force, "deep": deep, "fastpath": false, "memory_trim": false}),
+            "del_data_reply",
+        )
+        .map(drop)
+    }
+
+    /// Force-deletes every object and blob of the instance.
+    pub fn clear(&mut self) -> Result<()> {
+        self.call(json!({"type": "clear_request"}), "clear_reply").map(drop)
+    }
+
+    // ---- names -------------------------------------------------------------
+
+    /// Names a persisted object.
+    pub fn put_name(&mut self, id: ObjectId, name: &str) -> Result<()> {
+        self.call(json!({"type": "put_name_request", "object_id": id, "name": name}), "put_name_reply").map(drop)
+    }
+
+    /// Resolves a name; `wait` blocks (without read timeout) until it exists.
+    pub fn get_name(&mut self, name: &str, wait: bool) -> Result<ObjectId> {
+        let req = "get_name_request";
+        if wait {
+            self.conn.set_read_timeout(None)?;
+        }
+        let res = self.call(json!({"type": req, "name": name, "wait": wait}), "get_name_reply");
+        if wait {
+            let t = self.conn.timeouts().read;
+            self.conn.set_read_timeout(t)?;
+        }
+        match res {
+            Ok(reply) => field_id(&reply, "object_id", self.conn.ctx(req)),
+            Err(e) if e.is_not_found() => Err(Error::NotFound { socket: self.socket().to_path_buf(), what: format!("name {name:?}") }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resolves a name, `None` when it does not exist.
+    pub fn try_get_name(&mut self, name: &str) -> Result<Option<ObjectId>> {
+        match self.get_name(name, false) {
+            Ok(id) => Ok(Some(id)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a name (missing names are not an error).
+    pub fn drop_name(&mut self, name: &str) -> Result<()> {
+        self.call(json!({"type": "drop_name_request", "name": name}), "drop_name_reply").map(drop)
+    }
+
+    /// Lists names matching a glob (or regex), with their object ids.
+    pub fn list_names(&mut self, pattern: &str, regex: bool, limit: usize) -> Result<Vec<(String, ObjectId)>> {
+        let req = "list_name_request";
+        let reply = self.call(json!({"type": req, "pattern": pattern, "regex": regex, "limit": limit}), "list_name_reply")?;
+        let ctx = self.conn.ctx(req);
+        let names = match reply.get("names") {
+            Some(Value::Object(m)) => m,
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(_) => return Err(ctx.protocol("names is not an object")),
+        };
+        let mut out: Vec<(String, ObjectId)> = names
+            .iter()
+            .map(|(k, v)| ObjectId::from_json(v).map(|id| (k.clone(), id)).ok_or_else(|| ctx.protocol(format!("name {k:?} maps to a non-id"))))
+            .collect::<Result<_>>()?;
+        out.sort();
+        Ok(out)
+    }
+
+    // ---- cluster -----------------------------------------------------------
+
+    /// The `meta` object of `instance_status` (memory_usage, memory_limit, ...).
+    pub fn instance_status(&mut self) -> Result<Map<String, Value>> {
+        let reply = self.call(json!({"type": "instance_status_request"}), "instance_status_reply")?;
+        match reply.get("meta") {
+            Some(Value::Object(m)) => Ok(m.clone()),
+            _ => Err(self.conn.ctx("instance_status_request").protocol("meta missing")),
+        }
+    }
+
+    /// Bytes of shared memory in use (from `instance_status`).
+    pub fn memory_usage(&mut self) -> Result<u64> {
+        let s = self.instance_status()?;
+        s.get("memory_usage").and_then(Value::as_u64).ok_or_else(|| self.conn.ctx("instance_status_request").protocol("memory_usage missing"))
+    }
+
+    /// The instances of the cluster, keyed `i<id>`.
+    pub fn cluster_meta(&mut self) -> Result<Map<String, Value>> {
+        let reply = self.call(json!({"type": "cluster_meta"}), "cluster_meta")?;
+        match reply.get("meta") {
+            Some(Value::Object(m)) => Ok(m.clone()),
+            _ => Err(self.conn.ctx("cluster_meta").protocol("meta missing")),
+        }
+    }
+
+    /// Asks this instance to copy a persisted object from the instance that
+    /// holds it; returns the local id (the same id if already local).
+    pub fn migrate_object(&mut self, id: ObjectId) -> Result<ObjectId> {
+        let req = "migrate_object_request";
+        let reply = self.call(json!({"type": req, "object_id": id}), "migrate_object_reply")?;
+        field_id(&reply, "object_id", self.conn.ctx(req))
+    }
+
+    /// Changes the read timeout of the underlying connection.
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<()> {
+        self.conn.set_read_timeout(t)
+    }
+}

@@ -1,0 +1,26 @@
+//! vineyard-kedro's core: a client for vineyardd's IPC protocol with shared
+//! memory, a launcher for vineyardd, and the layouts Kedro data is stored in.
+//!
+//! Layers, top to bottom (arrows point down only):
+//! `python` (PyO3, feature `python`) -> `store` (typed object trees, atomic
+//! puts) -> `client` (typed requests) -> `connection` / `shm` (framing, fds,
+//! mappings) -> `protocol` (pure frame and reply decoding).
+
+pub mod cli;
+pub mod client;
+pub mod connection;
+pub mod error;
+pub mod object;
+pub mod protocol;
+pub mod server;
+pub mod shm;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use client::{Client, Created, ServerInfo};
+pub use connection::Timeouts;
+pub use error::{Error, Result};
+pub use object::{ObjectId, ObjectMeta};
+pub use server::{Meta, Server, ServerOptions};
+pub use shm::BlobBytes;
