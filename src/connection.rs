@@ -144,6 +144,8 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         // exit_request has no reply; best effort, the server also handles EOF.
+        // A wedged server must not block the drop.
+        let _ = self.stream.set_write_timeout(Some(Duration::from_millis(100)));
         let _ = self.stream.write_all(&protocol::encode_frame(&serde_json::json!({"type": "exit_request"})));
     }
 }

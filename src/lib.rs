@@ -8,7 +8,10 @@
 
 pub mod cli;
 pub mod client;
+pub mod migrate;
+pub mod store;
 pub mod connection;
+pub mod deploy;
 pub mod error;
 pub mod object;
 pub mod protocol;

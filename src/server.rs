@@ -103,6 +103,9 @@ pub struct Server {
     socket: PathBuf,
     grace: Duration,
     instance_id: u64,
+    /// Only the process that started the server may stop it: a forked child
+    /// (ParallelRunner workers) that drops its copy must leave it running.
+    owner: u32,
 }
 
 impl Server {
@@ -139,7 +142,7 @@ impl Server {
             }
         }
         let child = cmd.spawn().map_err(|e| Error::Launch(format!("cannot run {}: {e}", binary.display())))?;
-        let mut server = Server { child: Some(child), dir, socket, grace: opts.stop_grace, instance_id: 0 };
+        let mut server = Server { child: Some(child), dir, socket, grace: opts.stop_grace, instance_id: 0, owner: std::process::id() };
         server.wait_ready(opts.start_timeout)?;
         Ok(server)
     }
@@ -214,6 +217,10 @@ impl Server {
 
     /// Stops the server: SIGTERM, then SIGKILL after the grace period.
     pub fn stop(&mut self) {
+        if std::process::id() != self.owner {
+            std::mem::forget(self.child.take());
+            return;
+        }
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -235,8 +242,11 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let owner = std::process::id() == self.owner;
         self.stop();
-        let _ = fs::remove_dir_all(&self.dir);
+        if owner {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

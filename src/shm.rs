@@ -23,6 +23,11 @@ impl Region {
     /// Maps `len` bytes of `fd` shared and writable.
     pub fn map(fd: OwnedFd, len: u64) -> std::io::Result<Region> {
         let len = usize::try_from(len).map_err(|_| std::io::Error::other("memory file too large"))?;
+        // Mapping past the end of the file would turn reads into SIGBUS.
+        let actual = nix::sys::stat::fstat(&fd).map_err(std::io::Error::from)?.st_size;
+        if (actual as u64) < len as u64 {
+            return Err(std::io::Error::other(format!("memory file has {actual} bytes, the server announced {len}")));
+        }
         let map = MmapOptions::new().len(len).map_raw(fd.as_raw_fd())?;
         Ok(Region { map, _fd: fd })
     }

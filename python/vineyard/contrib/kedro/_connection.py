@@ -1,0 +1,186 @@
+"""Which vineyardd to talk to, one client per socket, and the embedded server.
+
+Resolution order for a dataset: its ``vineyard_ipc_socket`` argument, else
+``VINEYARD_IPC_SOCKET``, else the embedded default: a private vineyardd that
+this process starts (the runners start it before the first node and stop it
+when the run ends). A user who set ``VINEYARD_IPC_SOCKET`` never gets an
+embedded server by surprise: a dead socket there is an error that names it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import site
+import sys
+import threading
+from dataclasses import dataclass, field
+
+from vineyard.contrib.kedro import _core
+
+logger = logging.getLogger("vineyard.contrib.kedro")
+
+ENV_SOCKET = "VINEYARD_IPC_SOCKET"
+ENV_NAMESPACE = "VINEYARD_KEDRO_NAMESPACE"
+ENV_EMBEDDED_SIZE = "VINEYARD_KEDRO_EMBEDDED_SIZE"
+ENV_CONNECT_TIMEOUT = "VINEYARD_KEDRO_CONNECT_TIMEOUT"
+ENV_READ_TIMEOUT = "VINEYARD_KEDRO_READ_TIMEOUT"
+
+_lock = threading.RLock()
+_clients: dict[tuple[str, int], _core.Client] = {}
+_embedded: _core.Server | None = None
+_embedded_users = 0
+
+
+def _timeout(env: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(env, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def client_for(socket: str) -> _core.Client:
+    """The process-wide client of `socket` (one per process: a forked child
+    gets its own connection, never its parent's)."""
+    key = (socket, os.getpid())
+    with _lock:
+        c = _clients.get(key)
+        if c is None:
+            c = _core.Client(
+                socket,
+                connect_timeout=_timeout(ENV_CONNECT_TIMEOUT, 2.0),
+                read_timeout=_timeout(ENV_READ_TIMEOUT, 300.0),
+            )
+            _clients[key] = c
+        return c
+
+
+def default_embedded_size() -> str:
+    """Half the machine's memory (at least 1 GiB), unless configured."""
+    configured = os.environ.get(ENV_EMBEDDED_SIZE)
+    if configured:
+        return configured
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 8 << 30
+    gib = max(1, total // 2 // (1 << 30))
+    return f"{gib}Gi"
+
+
+def _site_dirs() -> list[str]:
+    dirs = list(getattr(site, "getsitepackages", lambda: [])())
+    user = getattr(site, "getusersitepackages", lambda: None)()
+    if user:
+        dirs.append(user)
+    dirs.extend(p for p in sys.path if p.endswith("site-packages"))
+    return dirs
+
+
+def embedded_socket() -> str | None:
+    """The socket of the running embedded vineyardd, if any."""
+    server = _embedded
+    return server.socket if server is not None else None
+
+
+def acquire_embedded(size: str | None = None) -> str:
+    """Starts the embedded vineyardd (or reuses it) and returns its socket."""
+    global _embedded, _embedded_users
+    with _lock:
+        if _embedded is None or not _embedded.is_running():
+            size = size or default_embedded_size()
+            # PR_SET_PDEATHSIG follows the creating *thread*: only ask for it
+            # from the main thread, whose end is the process's end.
+            main = threading.current_thread() is threading.main_thread()
+            _embedded = _core.Server(size=size, site_dirs=_site_dirs(), die_with_parent=main)
+            logger.info(
+                "Started an embedded vineyardd at %s (size %s, RPC off); it stops when the run ends. "
+                "Set VINEYARD_IPC_SOCKET to use a vineyardd of your own.",
+                _embedded.socket,
+                size,
+            )
+        _embedded_users += 1
+        return _embedded.socket
+
+
+def release_embedded() -> None:
+    """Drops one user of the embedded vineyardd; the last one stops it."""
+    global _embedded, _embedded_users
+    with _lock:
+        _embedded_users = max(0, _embedded_users - 1)
+        if _embedded_users == 0 and _embedded is not None:
+            server, _embedded = _embedded, None
+            socket = server.socket
+            for key in [k for k in _clients if k[0] == socket]:
+                _clients.pop(key).close()
+            server.stop()
+            logger.info("Stopped the embedded vineyardd at %s.", socket)
+
+
+def embedded_is_dead(socket: str) -> bool:
+    """True when `socket` belongs to an embedded vineyardd that has exited."""
+    server = _embedded
+    return server is not None and server.socket == socket and not server.is_running()
+
+
+def resolve_socket(explicit: str | None) -> tuple[str, str]:
+    """Returns (socket, origin) where origin says where it came from."""
+    if explicit:
+        return explicit, "argument"
+    env = os.environ.get(ENV_SOCKET)
+    if env:
+        return env, ENV_SOCKET
+    with _lock:
+        if _embedded is not None:
+            return _embedded.socket, "embedded"
+        # No runner started one (e.g. Kedro's own runner with our datasets in
+        # the catalog): start it for the life of this process.
+        socket = acquire_embedded()
+        atexit.register(release_embedded)
+        return socket, "embedded"
+
+
+@dataclass
+class Stats:
+    """Bytes and seconds moved through vineyard by this process."""
+
+    saves: int = 0
+    loads: int = 0
+    bytes_saved: int = 0
+    bytes_loaded: int = 0
+    save_seconds: float = 0.0
+    load_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_save(self, nbytes: int, seconds: float) -> None:
+        with self._lock:
+            self.saves += 1
+            self.bytes_saved += nbytes
+            self.save_seconds += seconds
+
+    def add_load(self, nbytes: int, seconds: float) -> None:
+        with self._lock:
+            self.loads += 1
+            self.bytes_loaded += nbytes
+            self.load_seconds += seconds
+
+    def snapshot(self) -> tuple[int, int, int, int, float, float]:
+        with self._lock:
+            return (self.saves, self.loads, self.bytes_saved, self.bytes_loaded, self.save_seconds, self.load_seconds)
+
+
+STATS = Stats()
+
+
+def _flush_all() -> None:
+    for (_, pid), c in list(_clients.items()):
+        if pid == os.getpid():
+            try:
+                c.flush(all=True)
+            except Exception:  # noqa: BLE001 - the server may be gone at exit
+                pass
+
+
+atexit.register(_flush_all)

@@ -1,0 +1,31 @@
+"""Exceptions raised by vineyard-kedro.
+
+The classes are defined by the native core under this module's name, so they
+pickle across Kedro's ParallelRunner worker processes.
+"""
+
+from vineyard.contrib.kedro._core import (
+    ConnectError,
+    LaunchError,
+    LayoutError,
+    MigrationError,
+    ObjectNotFoundError,
+    ProtocolError,
+    ServerError,
+    StoreFullError,
+    UnsupportedValueError,
+    VineyardError,
+)
+
+__all__ = [
+    "ConnectError",
+    "LaunchError",
+    "LayoutError",
+    "MigrationError",
+    "ObjectNotFoundError",
+    "ProtocolError",
+    "ServerError",
+    "StoreFullError",
+    "UnsupportedValueError",
+    "VineyardError",
+]

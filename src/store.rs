@@ -1,0 +1,324 @@
+//! Whole objects: an atomic put of a metadata tree with its buffers, and a get
+//! that returns the tree with every blob mapped.
+//!
+//! A tree to put is JSON whose object-valued entries are members. Two marker
+//! objects stand for leaves: `{"__blob__": i}` (the i-th source buffer) and
+//! `{"__object__": id}` (an existing object). Members are created bottom-up,
+//! one `create_datas` per tree level, so a DataFrame of any width costs a few
+//! round trips. Any failure deletes everything the put created.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{json, Map, Value};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::object::{ObjectId, ObjectMeta};
+use crate::shm::BlobBytes;
+
+/// Bytes to copy into one blob.
+#[derive(Clone, Copy, Debug)]
+pub enum Source {
+    /// `len` contiguous bytes at `ptr`.
+    Contiguous { ptr: *const u8, len: usize },
+    /// `count` items of `itemsize` bytes, `stride` bytes apart (may be negative).
+    Strided { ptr: *const u8, itemsize: usize, count: usize, stride: isize },
+}
+
+// SAFETY: a Source is only a description of memory that the caller of `put`
+// guarantees stays valid and unmodified for the duration of the call.
+unsafe impl Send for Source {}
+// SAFETY: as above; sources are only read.
+unsafe impl Sync for Source {}
+
+impl Source {
+    /// A source over a slice that outlives the put.
+    pub fn from_slice(s: &[u8]) -> Source {
+        Source::Contiguous { ptr: s.as_ptr(), len: s.len() }
+    }
+
+    /// Bytes this source produces.
+    pub fn len(&self) -> usize {
+        match *self {
+            Source::Contiguous { len, .. } => len,
+            Source::Strided { itemsize, count, .. } => itemsize * count,
+        }
+    }
+
+    /// True when it produces no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Options of a put.
+#[derive(Clone, Debug, Default)]
+pub struct PutOptions {
+    /// Persist the object (required for names and for other instances).
+    pub persist: bool,
+    /// Name to point at the new object once it is complete.
+    pub name: Option<String>,
+}
+
+/// What a put did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutResult {
+    /// The new object.
+    pub id: ObjectId,
+    /// The object the name pointed to before, now unnamed (the caller deletes it).
+    pub replaced: Option<ObjectId>,
+    /// Bytes copied into shared memory.
+    pub bytes: u64,
+}
+
+/// Stores a tree and its buffers as one object, atomically.
+///
+/// # Safety
+/// Every `Source` must point to memory that stays valid and unmodified until
+/// this function returns.
+pub unsafe fn put(client: &mut Client, tree: &Value, sources: &[Source], opts: &PutOptions) -> Result<PutResult> {
+    let mut created: Vec<ObjectId> = Vec::new();
+    let mut blobs: Vec<BlobBytes> = Vec::new();
+    // SAFETY: forwarded caller contract.
+    let res = unsafe { put_inner(client, tree, sources, opts, &mut created, &mut blobs) };
+    if res.is_err() {
+        cleanup(client, &created, &blobs);
+    }
+    res
+}
+
+unsafe fn put_inner(
+    client: &mut Client,
+    tree: &Value,
+    sources: &[Source],
+    opts: &PutOptions,
+    created: &mut Vec<ObjectId>,
+    blobs: &mut Vec<BlobBytes>,
+) -> Result<PutResult> {
+    let root = tree.as_object().ok_or_else(|| Error::Unsupported("the tree to put must be a JSON object".into()))?;
+    let sizes: Vec<u64> = sources.iter().filter(|s| !s.is_empty()).map(|s| s.len() as u64).collect();
+    *blobs = client.create_buffers(&sizes)?;
+    let mut blob_ids = Vec::with_capacity(sources.len());
+    let mut jobs = Vec::new();
+    let mut next = blobs.iter();
+    for s in sources {
+        if s.is_empty() {
+            blob_ids.push(ObjectId::EMPTY_BLOB);
+        } else {
+            let b = next.next().ok_or_else(|| Error::Unsupported("blob count mismatch".into()))?;
+            blob_ids.push(b.id());
+            jobs.push((*s, b.as_ptr() as *mut u8));
+        }
+    }
+    // SAFETY: destinations are fresh unsealed blobs of exactly the source
+    // sizes, owned by this put; sources are valid per the caller's contract.
+    unsafe { copy_all(&jobs) };
+    for b in blobs.iter() {
+        client.seal(b.id())?;
+    }
+    let bytes: u64 = sizes.iter().sum();
+
+    // Create members level by level, deepest first.
+    let instance = client.instance_id();
+    let mut levels: Vec<Vec<(Vec<String>, ObjectMeta)>> = Vec::new();
+    flatten(root, &mut Vec::new(), 0, &mut levels, &blob_ids, instance, sources.len())?;
+    let mut ids: HashMap<Vec<String>, ObjectId> = HashMap::new();
+    for level in levels.into_iter().rev() {
+        let mut contents = Vec::with_capacity(level.len());
+        for (path, mut meta) in level.iter().cloned() {
+            resolve_children(&mut meta, &path, &ids)?;
+            contents.push(meta);
+        }
+        let out = client.create_datas(&contents)?;
+        for ((path, _), c) in level.into_iter().zip(out) {
+            created.push(c.id);
+            ids.insert(path, c.id);
+        }
+    }
+    let id = *ids.get(&Vec::new()).ok_or_else(|| Error::Unsupported("the root object was not created".into()))?;
+    if opts.persist || opts.name.is_some() {
+        client.persist(id)?;
+    }
+    let mut replaced = None;
+    if let Some(name) = &opts.name {
+        replaced = client.try_get_name(name)?.filter(|old| *old != id);
+        client.put_name(id, name)?;
+    }
+    Ok(PutResult { id, replaced, bytes })
+}
+
+/// Splits the tree into per-depth lists of nodes; children are left as
+/// `{"__child__": true}` markers to be resolved once they exist.
+fn flatten(
+    node: &Map<String, Value>,
+    path: &mut Vec<String>,
+    depth: usize,
+    levels: &mut Vec<Vec<(Vec<String>, ObjectMeta)>>,
+    blob_ids: &[ObjectId],
+    instance: u64,
+    nsources: usize,
+) -> Result<()> {
+    if levels.len() <= depth {
+        levels.push(Vec::new());
+    }
+    let mut meta = Map::new();
+    for (k, v) in node {
+        let Value::Object(child) = v else {
+            meta.insert(k.clone(), v.clone());
+            continue;
+        };
+        if let Some(i) = child.get("__blob__") {
+            let i = i.as_u64().filter(|i| (*i as usize) < nsources).ok_or_else(|| Error::Unsupported(format!("member {k}: bad blob index {i}")))?;
+            let bid = blob_ids[i as usize];
+            meta.insert(k.clone(), json!({"id": bid.to_string(), "typename": "vineyard::Blob", "instance_id": instance, "transient": true}));
+        } else if let Some(id) = child.get("__object__") {
+            let id = ObjectId::from_json(id).ok_or_else(|| Error::Unsupported(format!("member {k}: bad object id")))?;
+            meta.insert(k.clone(), json!({"id": id.to_string()}));
+        } else {
+            path.push(k.clone());
+            flatten(child, path, depth + 1, levels, blob_ids, instance, nsources)?;
+            path.pop();
+            meta.insert(k.clone(), json!({"__child__": true}));
+        }
+    }
+    if !meta.contains_key("typename") {
+        return Err(Error::Unsupported(format!("object at {:?} has no typename", path.join("."))));
+    }
+    meta.insert("instance_id".into(), instance.into());
+    levels[depth].push((path.clone(), ObjectMeta(meta)));
+    Ok(())
+}
+
+fn resolve_children(meta: &mut ObjectMeta, path: &[String], ids: &HashMap<Vec<String>, ObjectId>) -> Result<()> {
+    for (k, v) in meta.0.iter_mut() {
+        if v.get("__child__").is_some() {
+            let mut p = path.to_vec();
+            p.push(k.clone());
+            let id = ids.get(&p).ok_or_else(|| Error::Unsupported(format!("member {k} was not created")))?;
+            *v = json!({"id": id.to_string()});
+        }
+    }
+    Ok(())
+}
+
+/// Best-effort removal of a failed put's objects and blobs.
+fn cleanup(client: &mut Client, created: &[ObjectId], blobs: &[BlobBytes]) {
+    if !created.is_empty() {
+        let _ = client.del_data(created, true, true);
+    }
+    for b in blobs {
+        let _ = client.drop_buffer(b.id());
+    }
+}
+
+/// Copies every (source, destination) pair, in parallel when it pays.
+///
+/// # Safety
+/// Each destination must be valid for `source.len()` bytes and not aliased.
+unsafe fn copy_all(jobs: &[(Source, *mut u8)]) {
+    const CHUNK: usize = 8 << 20;
+    // Split into independent pieces so threads balance.
+    #[derive(Clone, Copy)]
+    struct Piece(Source, *mut u8);
+    // SAFETY: pieces write disjoint destination ranges.
+    unsafe impl Send for Piece {}
+    // SAFETY: as above.
+    unsafe impl Sync for Piece {}
+    let mut pieces = Vec::new();
+    let mut total = 0usize;
+    for &(src, dst) in jobs {
+        total += src.len();
+        match src {
+            Source::Contiguous { ptr, len } => {
+                let mut off = 0;
+                while off < len {
+                    let n = CHUNK.min(len - off);
+                    // SAFETY: off + n <= len for both ranges.
+                    pieces.push(Piece(Source::Contiguous { ptr: unsafe { ptr.add(off) }, len: n }, unsafe { dst.add(off) }));
+                    off += n;
+                }
+            }
+            Source::Strided { ptr, itemsize, count, stride } => {
+                let per = (CHUNK / itemsize.max(1)).max(1);
+                let mut i = 0;
+                while i < count {
+                    let n = per.min(count - i);
+                    // SAFETY: item i lies at ptr + i*stride inside the source array.
+                    let p = unsafe { ptr.offset(i as isize * stride) };
+                    // SAFETY: i*itemsize + n*itemsize <= count*itemsize.
+                    pieces.push(Piece(Source::Strided { ptr: p, itemsize, count: n, stride }, unsafe { dst.add(i * itemsize) }));
+                    i += n;
+                }
+            }
+        }
+    }
+    let run = |p: &Piece| {
+        let Piece(src, dst) = *p;
+        // SAFETY: ranges were bounded above; destinations are disjoint.
+        unsafe { copy_piece(src, dst) }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads <= 1 || total < 4 * CHUNK || pieces.len() < 2 {
+        pieces.iter().for_each(run);
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                match pieces.get(i) {
+                    Some(p) => run(p),
+                    None => break,
+                }
+            });
+        }
+    });
+}
+
+/// # Safety
+/// `src` must be readable and `dst` writable for `src.len()` bytes.
+unsafe fn copy_piece(src: Source, dst: *mut u8) {
+    match src {
+        Source::Contiguous { ptr, len } => {
+            // SAFETY: caller contract; shared memory never overlaps the source.
+            unsafe { std::ptr::copy_nonoverlapping(ptr, dst, len) }
+        }
+        Source::Strided { ptr, itemsize, count, stride } => {
+            for i in 0..count {
+                // SAFETY: caller contract; item i of the source, slot i of dst.
+                unsafe { std::ptr::copy_nonoverlapping(ptr.offset(i as isize * stride), dst.add(i * itemsize), itemsize) }
+            }
+        }
+    }
+}
+
+/// An object read back: its tree and every local blob, mapped.
+#[derive(Debug)]
+pub struct Fetched {
+    pub id: ObjectId,
+    pub meta: ObjectMeta,
+    pub blobs: HashMap<ObjectId, BlobBytes>,
+}
+
+/// Fetches a tree and maps its blobs (one `get_data`, one `get_buffers`).
+/// An object held by another instance is migrated here first.
+pub fn get(client: &mut Client, id: ObjectId) -> Result<Fetched> {
+    let mut id = id;
+    let mut meta = client.get_meta(id, false)?;
+    let me = client.instance_id();
+    if meta.instance_id().is_some_and(|i| i != me) || meta.blobs_with_instance().iter().any(|(_, i)| i.is_some_and(|i| i != me)) {
+        id = crate::migrate::migrate(client, id, &meta)?;
+        meta = client.get_meta(id, false)?;
+    }
+    let wanted: Vec<ObjectId> = meta.blob_ids().into_iter().filter(|b| *b != ObjectId::EMPTY_BLOB).collect();
+    let mut blobs = client.get_buffers(&wanted)?;
+    for b in &wanted {
+        if !blobs.contains_key(b) {
+            return Err(Error::Layout { id, detail: format!("blob {b} of the object is missing from vineyardd") });
+        }
+    }
+    blobs.insert(ObjectId::EMPTY_BLOB, BlobBytes::empty(ObjectId::EMPTY_BLOB));
+    Ok(Fetched { id, meta, blobs })
+}
