@@ -47,7 +47,12 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Client({}, instance {})", self.conn.socket().display(), self.info.instance_id)
+        write!(
+            f,
+            "Client({}, instance {})",
+            self.conn.socket().display(),
+            self.info.instance_id
+        )
     }
 }
 
@@ -68,14 +73,30 @@ impl Client {
         let ctx = conn.ctx("register_request");
         let info = ServerInfo {
             instance_id: field_u64(&reply, "instance_id", ctx)?,
-            version: reply.get("version").and_then(Value::as_str).unwrap_or("").to_string(),
-            rpc_endpoint: reply.get("rpc_endpoint").and_then(Value::as_str).unwrap_or("").to_string(),
-            ipc_socket: reply.get("ipc_socket").and_then(Value::as_str).unwrap_or("").to_string(),
+            version: reply
+                .get("version")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            rpc_endpoint: reply
+                .get("rpc_endpoint")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            ipc_socket: reply
+                .get("ipc_socket")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
         };
         if reply.get("store_match").and_then(Value::as_bool) == Some(false) {
             return Err(ctx.protocol("the server's store type is not the default bulk store"));
         }
-        Ok(Client { conn, info, regions: HashMap::new() })
+        Ok(Client {
+            conn,
+            info,
+            regions: HashMap::new(),
+        })
     }
 
     /// The socket path.
@@ -107,8 +128,12 @@ impl Client {
     /// Allocates one blob; its bytes may be written until `seal`.
     pub fn create_buffer(&mut self, size: u64) -> Result<BlobBytes> {
         let req = "create_buffer_request";
-        let reply = self.call(json!({"type": req, "size": size}), "create_buffer_reply").map_err(|e| self.full(e, size))?;
-        let created = reply.get("created").ok_or_else(|| self.conn.ctx(req).protocol("reply has no created payload"))?;
+        let reply = self
+            .call(json!({"type": req, "size": size}), "create_buffer_reply")
+            .map_err(|e| self.full(e, size))?;
+        let created = reply
+            .get("created")
+            .ok_or_else(|| self.conn.ctx(req).protocol("reply has no created payload"))?;
         let payload = Payload::from_json(created, self.conn.ctx(req))?;
         self.receive_fds(&reply, std::slice::from_ref(&payload), req)?;
         self.blob_of(&payload, req)
@@ -122,11 +147,18 @@ impl Client {
         let req = "create_buffers_request";
         let total: u64 = sizes.iter().sum();
         let reply = self
-            .call(json!({"type": req, "num": sizes.len(), "sizes": sizes}), "create_buffers_reply")
+            .call(
+                json!({"type": req, "num": sizes.len(), "sizes": sizes}),
+                "create_buffers_reply",
+            )
             .map_err(|e| self.full(e, total))?;
         let payloads = self.payloads(&reply, req)?;
         if payloads.len() != sizes.len() {
-            return Err(self.conn.ctx(req).protocol(format!("asked for {} blobs, got {}", sizes.len(), payloads.len())));
+            return Err(self.conn.ctx(req).protocol(format!(
+                "asked for {} blobs, got {}",
+                sizes.len(),
+                payloads.len()
+            )));
         }
         self.receive_fds(&reply, &payloads, req)?;
         payloads.iter().map(|p| self.blob_of(p, req)).collect()
@@ -134,12 +166,20 @@ impl Client {
 
     /// Seals a blob: it becomes immutable and readable by others.
     pub fn seal(&mut self, id: ObjectId) -> Result<()> {
-        self.call(json!({"type": "seal_request", "object_id": id}), "seal_reply").map(drop)
+        self.call(
+            json!({"type": "seal_request", "object_id": id}),
+            "seal_reply",
+        )
+        .map(drop)
     }
 
     /// Frees an unsealed blob at once (abort of a save).
     pub fn drop_buffer(&mut self, id: ObjectId) -> Result<()> {
-        self.call(json!({"type": "drop_buffer_request", "id": id}), "drop_buffer_reply").map(drop)
+        self.call(
+            json!({"type": "drop_buffer_request", "id": id}),
+            "drop_buffer_reply",
+        )
+        .map(drop)
     }
 
     /// Maps the given sealed local blobs. Missing ids are absent from the map.
@@ -164,7 +204,11 @@ impl Client {
 
     /// Drops this connection's reference to a blob.
     pub fn release(&mut self, id: ObjectId) -> Result<()> {
-        self.call(json!({"type": "release_request", "object_id": id}), "release_reply").map(drop)
+        self.call(
+            json!({"type": "release_request", "object_id": id}),
+            "release_reply",
+        )
+        .map(drop)
     }
 
     fn payloads(&self, reply: &Map<String, Value>, req: &str) -> Result<Vec<Payload>> {
@@ -174,21 +218,37 @@ impl Client {
             _ => {
                 let num = field_u64(reply, "num", ctx)? as usize;
                 (0..num)
-                    .map(|i| Payload::from_json(reply.get(&i.to_string()).ok_or_else(|| ctx.protocol(format!("payload {i} missing")))?, ctx))
+                    .map(|i| {
+                        Payload::from_json(
+                            reply
+                                .get(&i.to_string())
+                                .ok_or_else(|| ctx.protocol(format!("payload {i} missing")))?,
+                            ctx,
+                        )
+                    })
                     .collect()
             }
         }
     }
 
     /// Receives the fds listed in a reply and maps each new memory file.
-    fn receive_fds(&mut self, reply: &Map<String, Value>, payloads: &[Payload], req: &str) -> Result<()> {
+    fn receive_fds(
+        &mut self,
+        reply: &Map<String, Value>,
+        payloads: &[Payload],
+        req: &str,
+    ) -> Result<()> {
         let fds = protocol::listed_fds(reply, self.conn.ctx(req))?;
         for server_fd in fds {
             let map_size = payloads
                 .iter()
                 .find(|p| p.store_fd == server_fd)
                 .map(|p| p.map_size)
-                .ok_or_else(|| self.conn.ctx(req).protocol(format!("fd {server_fd} listed but no payload uses it")))?;
+                .ok_or_else(|| {
+                    self.conn
+                        .ctx(req)
+                        .protocol(format!("fd {server_fd} listed but no payload uses it"))
+                })?;
             let fd = self.conn.recv_fd(req)?;
             let region = Region::map(fd, map_size).map_err(|e| Error::Io {
                 socket: self.socket().to_path_buf(),
@@ -204,12 +264,17 @@ impl Client {
         if p.data_size == 0 {
             return Ok(BlobBytes::empty(p.object_id));
         }
-        let region = self
-            .regions
-            .get(&p.store_fd)
-            .ok_or_else(|| self.conn.ctx(req).protocol(format!("blob {} is in memory file {} that was never sent", p.object_id, p.store_fd)))?;
-        BlobBytes::new(p.object_id, region.clone(), p.data_offset, p.data_size)
-            .ok_or_else(|| self.conn.ctx(req).protocol(format!("blob {} lies outside its mapping", p.object_id)))
+        let region = self.regions.get(&p.store_fd).ok_or_else(|| {
+            self.conn.ctx(req).protocol(format!(
+                "blob {} is in memory file {} that was never sent",
+                p.object_id, p.store_fd
+            ))
+        })?;
+        BlobBytes::new(p.object_id, region.clone(), p.data_offset, p.data_size).ok_or_else(|| {
+            self.conn
+                .ctx(req)
+                .protocol(format!("blob {} lies outside its mapping", p.object_id))
+        })
     }
 
     /// Turns "not enough memory" into `StoreFull` with the bytes asked for.
@@ -222,19 +287,35 @@ impl Client {
             _ => String::new(),
         };
         let (used, limit) = match self.instance_status() {
-            Ok(s) => (s.get("memory_usage").and_then(Value::as_u64).unwrap_or(0), s.get("memory_limit").and_then(Value::as_u64).unwrap_or(0)),
+            Ok(s) => (
+                s.get("memory_usage").and_then(Value::as_u64).unwrap_or(0),
+                s.get("memory_limit").and_then(Value::as_u64).unwrap_or(0),
+            ),
             Err(_) => (0, 0),
         };
-        Error::StoreFull { socket: self.socket().to_path_buf(), requested, available: limit.saturating_sub(used), limit, message }
+        Error::StoreFull {
+            socket: self.socket().to_path_buf(),
+            requested,
+            available: limit.saturating_sub(used),
+            limit,
+            message,
+        }
     }
 
     // ---- metadata ----------------------------------------------------------
 
     /// Creates one object from a metadata tree.
     pub fn create_data(&mut self, content: &ObjectMeta) -> Result<Created> {
-        let reply = self.call(json!({"type": "create_data_request", "content": content}), "create_data_reply")?;
+        let reply = self.call(
+            json!({"type": "create_data_request", "content": content}),
+            "create_data_reply",
+        )?;
         let ctx = self.conn.ctx("create_data_request");
-        Ok(Created { id: field_id(&reply, "id", ctx)?, signature: field_u64(&reply, "signature", ctx)?, instance_id: field_u64(&reply, "instance_id", ctx)? })
+        Ok(Created {
+            id: field_id(&reply, "id", ctx)?,
+            signature: field_u64(&reply, "signature", ctx)?,
+            instance_id: field_u64(&reply, "instance_id", ctx)?,
+        })
     }
 
     /// Creates many objects in one round trip.
@@ -243,26 +324,54 @@ impl Client {
             return Ok(Vec::new());
         }
         let req = "create_datas_request";
-        let reply = self.call(json!({"type": req, "num": contents.len(), "contents": contents}), "create_datas_reply")?;
+        let reply = self.call(
+            json!({"type": req, "num": contents.len(), "contents": contents}),
+            "create_datas_reply",
+        )?;
         let ctx = self.conn.ctx(req);
         let list = |k: &str| -> Result<Vec<u64>> {
-            let a = reply.get(k).and_then(Value::as_array).ok_or_else(|| ctx.protocol(format!("{k} missing")))?;
-            a.iter().map(|v| v.as_u64().ok_or_else(|| ctx.protocol(format!("{k} entry is not an integer")))).collect()
+            let a = reply
+                .get(k)
+                .and_then(Value::as_array)
+                .ok_or_else(|| ctx.protocol(format!("{k} missing")))?;
+            a.iter()
+                .map(|v| {
+                    v.as_u64()
+                        .ok_or_else(|| ctx.protocol(format!("{k} entry is not an integer")))
+                })
+                .collect()
         };
         let (ids, sigs, insts) = (list("ids")?, list("signatures")?, list("instance_ids")?);
         if ids.len() != contents.len() || sigs.len() != ids.len() || insts.len() != ids.len() {
             return Err(ctx.protocol("create_datas reply lists do not match the request"));
         }
-        Ok(ids.into_iter().zip(sigs).zip(insts).map(|((i, s), n)| Created { id: ObjectId(i), signature: s, instance_id: n }).collect())
+        Ok(ids
+            .into_iter()
+            .zip(sigs)
+            .zip(insts)
+            .map(|((i, s), n)| Created {
+                id: ObjectId(i),
+                signature: s,
+                instance_id: n,
+            })
+            .collect())
     }
 
     /// Fetches metadata trees; missing ids are absent from the map.
-    pub fn get_data(&mut self, ids: &[ObjectId], sync_remote: bool, wait: bool) -> Result<HashMap<ObjectId, ObjectMeta>> {
+    pub fn get_data(
+        &mut self,
+        ids: &[ObjectId],
+        sync_remote: bool,
+        wait: bool,
+    ) -> Result<HashMap<ObjectId, ObjectMeta>> {
         let req = "get_data_request";
         if wait {
             self.conn.set_read_timeout(None)?;
         }
-        let res = self.call(json!({"type": req, "id": ids, "sync_remote": sync_remote, "wait": wait}), "get_data_reply");
+        let res = self.call(
+            json!({"type": req, "id": ids, "sync_remote": sync_remote, "wait": wait}),
+            "get_data_reply",
+        );
         if wait {
             let t = self.conn.timeouts().read;
             self.conn.set_read_timeout(t)?;
@@ -274,25 +383,42 @@ impl Client {
     pub fn get_meta(&mut self, id: ObjectId, sync_remote: bool) -> Result<ObjectMeta> {
         self.get_data(&[id], sync_remote, false)?
             .remove(&id)
-            .ok_or_else(|| Error::NotFound { socket: self.socket().to_path_buf(), what: format!("object {id}") })
+            .ok_or_else(|| Error::NotFound {
+                socket: self.socket().to_path_buf(),
+                what: format!("object {id}"),
+            })
     }
 
     /// Lists objects whose typename matches a glob (or regex).
-    pub fn list_data(&mut self, pattern: &str, regex: bool, limit: usize) -> Result<HashMap<ObjectId, ObjectMeta>> {
+    pub fn list_data(
+        &mut self,
+        pattern: &str,
+        regex: bool,
+        limit: usize,
+    ) -> Result<HashMap<ObjectId, ObjectMeta>> {
         let req = "list_data_request";
-        let reply = self.call(json!({"type": req, "pattern": pattern, "regex": regex, "limit": limit}), "get_data_reply")?;
+        let reply = self.call(
+            json!({"type": req, "pattern": pattern, "regex": regex, "limit": limit}),
+            "get_data_reply",
+        )?;
         self.content_map(reply, req)
     }
 
-    fn content_map(&self, reply: Map<String, Value>, req: &str) -> Result<HashMap<ObjectId, ObjectMeta>> {
+    fn content_map(
+        &self,
+        reply: Map<String, Value>,
+        req: &str,
+    ) -> Result<HashMap<ObjectId, ObjectMeta>> {
         let ctx = self.conn.ctx(req);
         match reply.get("content") {
             None | Some(Value::Null) => Ok(HashMap::new()),
             Some(Value::Object(m)) => m
                 .iter()
                 .map(|(k, v)| {
-                    let id = ObjectId::parse(k).ok_or_else(|| ctx.protocol(format!("content key {k:?} is not an id")))?;
-                    let meta = ObjectMeta::from_value(v.clone()).ok_or_else(|| ctx.protocol(format!("content of {k} is not an object")))?;
+                    let id = ObjectId::parse(k)
+                        .ok_or_else(|| ctx.protocol(format!("content key {k:?} is not an id")))?;
+                    let meta = ObjectMeta::from_value(v.clone())
+                        .ok_or_else(|| ctx.protocol(format!("content of {k} is not an object")))?;
                     Ok((id, meta))
                 })
                 .collect(),
@@ -303,18 +429,35 @@ impl Client {
     /// True if the object (or blob) exists.
     pub fn exists(&mut self, id: ObjectId) -> Result<bool> {
         let reply = self.call(json!({"type": "exists_request", "id": id}), "exists_reply")?;
-        reply.get("exists").and_then(Value::as_bool).ok_or_else(|| self.conn.ctx("exists_request").protocol("exists missing"))
+        reply
+            .get("exists")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| self.conn.ctx("exists_request").protocol("exists missing"))
     }
 
     /// Makes an object visible to other instances (and nameable).
     pub fn persist(&mut self, id: ObjectId) -> Result<()> {
-        self.call(json!({"type": "persist_request", "id": id}), "persist_reply").map(drop)
+        self.call(
+            json!({"type": "persist_request", "id": id}),
+            "persist_reply",
+        )
+        .map(drop)
     }
 
     /// True if the object has been persisted.
     pub fn if_persist(&mut self, id: ObjectId) -> Result<bool> {
-        let reply = self.call(json!({"type": "if_persist_request", "id": id}), "if_persist_reply")?;
-        reply.get("persist").and_then(Value::as_bool).ok_or_else(|| self.conn.ctx("if_persist_request").protocol("persist missing"))
+        let reply = self.call(
+            json!({"type": "if_persist_request", "id": id}),
+            "if_persist_reply",
+        )?;
+        reply
+            .get("persist")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| {
+                self.conn
+                    .ctx("if_persist_request")
+                    .protocol("persist missing")
+            })
     }
 
     /// Deletes objects. Unknown ids are ignored by the server.
@@ -331,14 +474,19 @@ impl Client {
 
     /// Force-deletes every object and blob of the instance.
     pub fn clear(&mut self) -> Result<()> {
-        self.call(json!({"type": "clear_request"}), "clear_reply").map(drop)
+        self.call(json!({"type": "clear_request"}), "clear_reply")
+            .map(drop)
     }
 
     // ---- names -------------------------------------------------------------
 
     /// Names a persisted object.
     pub fn put_name(&mut self, id: ObjectId, name: &str) -> Result<()> {
-        self.call(json!({"type": "put_name_request", "object_id": id, "name": name}), "put_name_reply").map(drop)
+        self.call(
+            json!({"type": "put_name_request", "object_id": id, "name": name}),
+            "put_name_reply",
+        )
+        .map(drop)
     }
 
     /// Resolves a name; `wait` blocks (without read timeout) until it exists.
@@ -347,14 +495,20 @@ impl Client {
         if wait {
             self.conn.set_read_timeout(None)?;
         }
-        let res = self.call(json!({"type": req, "name": name, "wait": wait}), "get_name_reply");
+        let res = self.call(
+            json!({"type": req, "name": name, "wait": wait}),
+            "get_name_reply",
+        );
         if wait {
             let t = self.conn.timeouts().read;
             self.conn.set_read_timeout(t)?;
         }
         match res {
             Ok(reply) => field_id(&reply, "object_id", self.conn.ctx(req)),
-            Err(e) if e.is_not_found() => Err(Error::NotFound { socket: self.socket().to_path_buf(), what: format!("name {name:?}") }),
+            Err(e) if e.is_not_found() => Err(Error::NotFound {
+                socket: self.socket().to_path_buf(),
+                what: format!("name {name:?}"),
+            }),
             Err(e) => Err(e),
         }
     }
@@ -370,13 +524,25 @@ impl Client {
 
     /// Removes a name (missing names are not an error).
     pub fn drop_name(&mut self, name: &str) -> Result<()> {
-        self.call(json!({"type": "drop_name_request", "name": name}), "drop_name_reply").map(drop)
+        self.call(
+            json!({"type": "drop_name_request", "name": name}),
+            "drop_name_reply",
+        )
+        .map(drop)
     }
 
     /// Lists names matching a glob (or regex), with their object ids.
-    pub fn list_names(&mut self, pattern: &str, regex: bool, limit: usize) -> Result<Vec<(String, ObjectId)>> {
+    pub fn list_names(
+        &mut self,
+        pattern: &str,
+        regex: bool,
+        limit: usize,
+    ) -> Result<Vec<(String, ObjectId)>> {
         let req = "list_name_request";
-        let reply = self.call(json!({"type": req, "pattern": pattern, "regex": regex, "limit": limit}), "list_name_reply")?;
+        let reply = self.call(
+            json!({"type": req, "pattern": pattern, "regex": regex, "limit": limit}),
+            "list_name_reply",
+        )?;
         let ctx = self.conn.ctx(req);
         let names = match reply.get("names") {
             Some(Value::Object(m)) => m,
@@ -385,7 +551,11 @@ impl Client {
         };
         let mut out: Vec<(String, ObjectId)> = names
             .iter()
-            .map(|(k, v)| ObjectId::from_json(v).map(|id| (k.clone(), id)).ok_or_else(|| ctx.protocol(format!("name {k:?} maps to a non-id"))))
+            .map(|(k, v)| {
+                ObjectId::from_json(v)
+                    .map(|id| (k.clone(), id))
+                    .ok_or_else(|| ctx.protocol(format!("name {k:?} maps to a non-id")))
+            })
             .collect::<Result<_>>()?;
         out.sort();
         Ok(out)
@@ -395,17 +565,29 @@ impl Client {
 
     /// The `meta` object of `instance_status` (memory_usage, memory_limit, ...).
     pub fn instance_status(&mut self) -> Result<Map<String, Value>> {
-        let reply = self.call(json!({"type": "instance_status_request"}), "instance_status_reply")?;
+        let reply = self.call(
+            json!({"type": "instance_status_request"}),
+            "instance_status_reply",
+        )?;
         match reply.get("meta") {
             Some(Value::Object(m)) => Ok(m.clone()),
-            _ => Err(self.conn.ctx("instance_status_request").protocol("meta missing")),
+            _ => Err(self
+                .conn
+                .ctx("instance_status_request")
+                .protocol("meta missing")),
         }
     }
 
     /// Bytes of shared memory in use (from `instance_status`).
     pub fn memory_usage(&mut self) -> Result<u64> {
         let s = self.instance_status()?;
-        s.get("memory_usage").and_then(Value::as_u64).ok_or_else(|| self.conn.ctx("instance_status_request").protocol("memory_usage missing"))
+        s.get("memory_usage")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                self.conn
+                    .ctx("instance_status_request")
+                    .protocol("memory_usage missing")
+            })
     }
 
     /// The instances of the cluster, keyed `i<id>`.
@@ -421,7 +603,10 @@ impl Client {
     /// holds it; returns the local id (the same id if already local).
     pub fn migrate_object(&mut self, id: ObjectId) -> Result<ObjectId> {
         let req = "migrate_object_request";
-        let reply = self.call(json!({"type": req, "object_id": id}), "migrate_object_reply")?;
+        let reply = self.call(
+            json!({"type": req, "object_id": id}),
+            "migrate_object_reply",
+        )?;
         field_id(&reply, "object_id", self.conn.ctx(req))
     }
 

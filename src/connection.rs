@@ -29,7 +29,11 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect: Duration::from_secs(2), read: Some(Duration::from_secs(300)), write: Some(Duration::from_secs(60)) }
+        Timeouts {
+            connect: Duration::from_secs(2),
+            read: Some(Duration::from_secs(300)),
+            write: Some(Duration::from_secs(60)),
+        }
     }
 }
 
@@ -50,18 +54,31 @@ impl Connection {
             match UnixStream::connect(socket) {
                 Ok(s) => break s,
                 Err(e) => {
-                    let retry = matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound | ErrorKind::WouldBlock);
+                    let retry = matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionRefused | ErrorKind::NotFound | ErrorKind::WouldBlock
+                    );
                     if !retry || std::time::Instant::now() >= deadline {
-                        return Err(Error::Connect { socket: socket.to_path_buf(), source: e });
+                        return Err(Error::Connect {
+                            socket: socket.to_path_buf(),
+                            source: e,
+                        });
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
         };
-        let io = |e| Error::Connect { socket: socket.to_path_buf(), source: e };
+        let io = |e| Error::Connect {
+            socket: socket.to_path_buf(),
+            source: e,
+        };
         stream.set_read_timeout(timeouts.read).map_err(io)?;
         stream.set_write_timeout(timeouts.write).map_err(io)?;
-        Ok(Connection { stream, socket: socket.to_path_buf(), timeouts })
+        Ok(Connection {
+            stream,
+            socket: socket.to_path_buf(),
+            timeouts,
+        })
     }
 
     /// The socket path this connection talks to.
@@ -71,7 +88,9 @@ impl Connection {
 
     /// Changes the read timeout (used around requests that block on purpose).
     pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<()> {
-        self.stream.set_read_timeout(t).map_err(|e| self.io_error("set_read_timeout", e))
+        self.stream
+            .set_read_timeout(t)
+            .map_err(|e| self.io_error("set_read_timeout", e))
     }
 
     /// The configured timeouts.
@@ -81,7 +100,11 @@ impl Connection {
 
     /// Sends one request and reads its reply, checking the reply type.
     pub fn call(&mut self, msg: &Value, expected: &str) -> Result<Map<String, Value>> {
-        let request = msg.get("type").and_then(Value::as_str).unwrap_or("request").to_string();
+        let request = msg
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("request")
+            .to_string();
         self.send(msg, &request)?;
         let reply = self.recv(&request)?;
         protocol::check_reply(reply, expected, self.ctx(&request))
@@ -90,12 +113,16 @@ impl Connection {
     /// Sends one frame.
     pub fn send(&mut self, msg: &Value, request: &str) -> Result<()> {
         let frame = protocol::encode_frame(msg);
-        self.stream.write_all(&frame).map_err(|e| self.io_error(request, e))
+        self.stream
+            .write_all(&frame)
+            .map_err(|e| self.io_error(request, e))
     }
 
     /// Sends raw bytes (bodies of remote blobs).
     pub fn send_raw(&mut self, bytes: &[u8], request: &str) -> Result<()> {
-        self.stream.write_all(bytes).map_err(|e| self.io_error(request, e))
+        self.stream
+            .write_all(bytes)
+            .map_err(|e| self.io_error(request, e))
     }
 
     /// Reads one frame with exact reads.
@@ -110,33 +137,50 @@ impl Connection {
 
     /// Reads exactly `buf.len()` raw bytes.
     pub fn read_exact(&mut self, buf: &mut [u8], request: &str) -> Result<()> {
-        self.stream.read_exact(buf).map_err(|e| self.io_error(request, e))
+        self.stream
+            .read_exact(buf)
+            .map_err(|e| self.io_error(request, e))
     }
 
     /// Receives one fd message; an fd promised but not sent is an error.
     pub fn recv_fd(&mut self, request: &str) -> Result<OwnedFd> {
         match shm::recv_fd(&self.stream) {
             Ok(Some(fd)) => Ok(fd),
-            Ok(None) => Err(self.ctx(request).protocol("the reply promised a file descriptor but none was attached")),
+            Ok(None) => Err(self
+                .ctx(request)
+                .protocol("the reply promised a file descriptor but none was attached")),
             Err(e) => Err(self.io_error(request, e)),
         }
     }
 
     /// Error context for `request`.
     pub fn ctx<'a>(&'a self, request: &'a str) -> Ctx<'a> {
-        Ctx { socket: &self.socket, request }
+        Ctx {
+            socket: &self.socket,
+            request,
+        }
     }
 
     fn io_error(&self, request: &str, e: std::io::Error) -> Error {
         let socket = self.socket.clone();
         let request = request.to_string();
         match e.kind() {
-            ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => Error::Closed { socket, request },
+            ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => {
+                Error::Closed { socket, request }
+            }
             ErrorKind::WouldBlock | ErrorKind::TimedOut => {
                 let seconds = self.timeouts.read.map_or(0.0, |d| d.as_secs_f64());
-                Error::Timeout { socket, request, seconds }
+                Error::Timeout {
+                    socket,
+                    request,
+                    seconds,
+                }
             }
-            _ => Error::Io { socket, request, source: e },
+            _ => Error::Io {
+                socket,
+                request,
+                source: e,
+            },
         }
     }
 }
@@ -145,7 +189,11 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // exit_request has no reply; best effort, the server also handles EOF.
         // A wedged server must not block the drop.
-        let _ = self.stream.set_write_timeout(Some(Duration::from_millis(100)));
-        let _ = self.stream.write_all(&protocol::encode_frame(&serde_json::json!({"type": "exit_request"})));
+        let _ = self
+            .stream
+            .set_write_timeout(Some(Duration::from_millis(100)));
+        let _ = self.stream.write_all(&protocol::encode_frame(
+            &serde_json::json!({"type": "exit_request"}),
+        ));
     }
 }

@@ -40,7 +40,9 @@ pub enum Error {
         seconds: f64,
     },
     /// The server closed the connection (it stopped or was killed).
-    #[error("vineyardd at {socket} closed the connection during {request} (server stopped or killed?)")]
+    #[error(
+        "vineyardd at {socket} closed the connection during {request} (server stopped or killed?)"
+    )]
     Closed { socket: PathBuf, request: String },
     /// An error reply: `{"code": .., "message": ..}`.
     #[error("vineyardd at {socket} refused {request}: {message} (code {code})")]
@@ -87,9 +89,18 @@ pub enum Error {
         endpoint: String,
         reason: String,
     },
-    /// A request made from a forked child on its parent's connection.
+    /// A request that cannot be made in this state.
     #[error("{0}")]
     Usage(String),
+    /// YAML that does not parse (an existing catalog) or serialise.
+    #[error("invalid YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    /// An existing catalog whose top level is not a mapping.
+    #[error("existing catalog must be a YAML mapping of dataset names, found {0}")]
+    NotAMapping(&'static str),
+    /// A render input that is inconsistent or incomplete.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Error {
@@ -103,7 +114,10 @@ impl Error {
     pub fn is_fatal_to_connection(&self) -> bool {
         matches!(
             self,
-            Error::Io { .. } | Error::Timeout { .. } | Error::Closed { .. } | Error::Protocol { .. }
+            Error::Io { .. }
+                | Error::Timeout { .. }
+                | Error::Closed { .. }
+                | Error::Protocol { .. }
         )
     }
 }

@@ -8,15 +8,15 @@
 
 pub mod cli;
 pub mod client;
-pub mod migrate;
-pub mod store;
 pub mod connection;
 pub mod deploy;
 pub mod error;
+pub mod migrate;
 pub mod object;
 pub mod protocol;
 pub mod server;
 pub mod shm;
+pub mod store;
 
 #[cfg(feature = "python")]
 mod python;

@@ -17,17 +17,40 @@ pub fn migrate(client: &mut Client, id: ObjectId, meta: &ObjectMeta) -> Result<O
     let holder = meta
         .instance_id()
         .filter(|i| *i != client.instance_id())
-        .or_else(|| meta.blobs_with_instance().into_iter().filter_map(|(_, i)| i).find(|i| *i != client.instance_id()));
+        .or_else(|| {
+            meta.blobs_with_instance()
+                .into_iter()
+                .filter_map(|(_, i)| i)
+                .find(|i| *i != client.instance_id())
+        });
     let instance = holder.map_or_else(|| "?".to_string(), |i| i.to_string());
     let fail = |client: &mut Client, reason: String| {
         let endpoint = holder
-            .and_then(|i| client.cluster_meta().ok().and_then(|m| m.get(&format!("i{i}")).cloned()))
-            .and_then(|v| v.get("rpc_endpoint").and_then(Value::as_str).map(str::to_string))
+            .and_then(|i| {
+                client
+                    .cluster_meta()
+                    .ok()
+                    .and_then(|m| m.get(&format!("i{i}")).cloned())
+            })
+            .and_then(|v| {
+                v.get("rpc_endpoint")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| "unknown endpoint (instance not in the cluster any more)".into());
-        Error::Migration { socket: client.socket().to_path_buf(), id, instance: instance.clone(), endpoint, reason }
+        Error::Migration {
+            socket: client.socket().to_path_buf(),
+            id,
+            instance: instance.clone(),
+            endpoint,
+            reason,
+        }
     };
     if !meta.is_persistent() {
-        return Err(fail(client, "the object is not persisted, so other instances cannot see it".into()));
+        return Err(fail(
+            client,
+            "the object is not persisted, so other instances cannot see it".into(),
+        ));
     }
     match client.migrate_object(id) {
         Ok(local) => Ok(local),

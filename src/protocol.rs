@@ -45,7 +45,9 @@ pub fn encode_frame(msg: &Value) -> Vec<u8> {
 pub fn frame_len(header: [u8; 8], ctx: Ctx<'_>) -> Result<usize> {
     let len = u64::from_le_bytes(header);
     if len > MAX_FRAME {
-        return Err(ctx.protocol(format!("frame of {len} bytes exceeds the {MAX_FRAME} byte limit")));
+        return Err(ctx.protocol(format!(
+            "frame of {len} bytes exceeds the {MAX_FRAME} byte limit"
+        )));
     }
     Ok(len as usize)
 }
@@ -54,8 +56,14 @@ pub fn frame_len(header: [u8; 8], ctx: Ctx<'_>) -> Result<usize> {
 pub fn parse_body(body: &[u8], ctx: Ctx<'_>) -> Result<Map<String, Value>> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(ctx.protocol(format!("reply is not a JSON object: {}", short(&other.to_string())))),
-        Err(e) => Err(ctx.protocol(format!("reply is not valid JSON ({e}): {}", short(&String::from_utf8_lossy(body))))),
+        Ok(other) => Err(ctx.protocol(format!(
+            "reply is not a JSON object: {}",
+            short(&other.to_string())
+        ))),
+        Err(e) => Err(ctx.protocol(format!(
+            "reply is not valid JSON ({e}): {}",
+            short(&String::from_utf8_lossy(body))
+        ))),
     }
 }
 
@@ -77,11 +85,21 @@ pub fn decode_frame(buf: &[u8], ctx: Ctx<'_>) -> Result<Option<(Map<String, Valu
 
 /// Checks a reply: error replies become `Error::Server` (or a more specific
 /// variant), and the `type` must be the expected one.
-pub fn check_reply(reply: Map<String, Value>, expected: &str, ctx: Ctx<'_>) -> Result<Map<String, Value>> {
+pub fn check_reply(
+    reply: Map<String, Value>,
+    expected: &str,
+    ctx: Ctx<'_>,
+) -> Result<Map<String, Value>> {
     if let Some(code) = reply.get("code") {
-        let code = code.as_i64().ok_or_else(|| ctx.protocol("error code is not an integer"))?;
+        let code = code
+            .as_i64()
+            .ok_or_else(|| ctx.protocol("error code is not an integer"))?;
         if code != 0 {
-            let message = reply.get("message").and_then(Value::as_str).unwrap_or("").to_string();
+            let message = reply
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             return Err(match code {
                 CODE_OBJECT_NOT_EXISTS => Error::NotFound {
                     socket: ctx.socket.to_path_buf(),
@@ -122,14 +140,31 @@ pub struct Payload {
 impl Payload {
     /// Reads a payload object, checking every field's type.
     pub fn from_json(v: &Value, ctx: Ctx<'_>) -> Result<Payload> {
-        let m = v.as_object().ok_or_else(|| ctx.protocol("payload is not an object"))?;
-        let u = |k: &str| m.get(k).and_then(Value::as_u64).ok_or_else(|| ctx.protocol(format!("payload field {k} missing or not an unsigned integer")));
+        let m = v
+            .as_object()
+            .ok_or_else(|| ctx.protocol("payload is not an object"))?;
+        let u = |k: &str| {
+            m.get(k).and_then(Value::as_u64).ok_or_else(|| {
+                ctx.protocol(format!(
+                    "payload field {k} missing or not an unsigned integer"
+                ))
+            })
+        };
         let object_id = m
             .get("object_id")
             .and_then(ObjectId::from_json)
             .ok_or_else(|| ctx.protocol("payload object_id missing"))?;
-        let store_fd = m.get("store_fd").and_then(Value::as_i64).ok_or_else(|| ctx.protocol("payload store_fd missing"))?;
-        let p = Payload { object_id, store_fd, data_offset: u("data_offset")?, data_size: u("data_size")?, map_size: u("map_size")? };
+        let store_fd = m
+            .get("store_fd")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ctx.protocol("payload store_fd missing"))?;
+        let p = Payload {
+            object_id,
+            store_fd,
+            data_offset: u("data_offset")?,
+            data_size: u("data_size")?,
+            map_size: u("map_size")?,
+        };
         if p.data_size > 0 {
             let end = p.data_offset.checked_add(p.data_size);
             if store_fd < 0 || end.is_none_or(|end| end > p.map_size) {
@@ -145,19 +180,31 @@ impl Payload {
 
 /// Reads a u64 field of a reply.
 pub fn field_u64(m: &Map<String, Value>, key: &str, ctx: Ctx<'_>) -> Result<u64> {
-    m.get(key).and_then(Value::as_u64).ok_or_else(|| ctx.protocol(format!("field {key} missing or not an unsigned integer")))
+    m.get(key)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| ctx.protocol(format!("field {key} missing or not an unsigned integer")))
 }
 
 /// Reads an id field of a reply.
 pub fn field_id(m: &Map<String, Value>, key: &str, ctx: Ctx<'_>) -> Result<ObjectId> {
-    m.get(key).and_then(ObjectId::from_json).ok_or_else(|| ctx.protocol(format!("field {key} missing or not an object id")))
+    m.get(key)
+        .and_then(ObjectId::from_json)
+        .ok_or_else(|| ctx.protocol(format!("field {key} missing or not an object id")))
 }
 
 /// Reads the list of server fds that follow a reply (`fd` or `fds`).
 pub fn listed_fds(m: &Map<String, Value>, ctx: Ctx<'_>) -> Result<Vec<i64>> {
     if let Some(fds) = m.get("fds") {
-        let arr = fds.as_array().ok_or_else(|| ctx.protocol("fds is not a list"))?;
-        return arr.iter().map(|v| v.as_i64().ok_or_else(|| ctx.protocol("fd is not an integer"))).collect();
+        let arr = fds
+            .as_array()
+            .ok_or_else(|| ctx.protocol("fds is not a list"))?;
+        return arr
+            .iter()
+            .map(|v| {
+                v.as_i64()
+                    .ok_or_else(|| ctx.protocol("fd is not an integer"))
+            })
+            .collect();
     }
     match m.get("fd").and_then(Value::as_i64) {
         Some(fd) if fd >= 0 => Ok(vec![fd]),
@@ -184,25 +231,42 @@ mod tests {
     use serde_json::json;
 
     fn ctx() -> Ctx<'static> {
-        Ctx { socket: Path::new("/x.sock"), request: "test_request" }
+        Ctx {
+            socket: Path::new("/x.sock"),
+            request: "test_request",
+        }
     }
 
     #[test]
     fn error_reply_is_checked_before_type() {
-        let reply = json!({"code": 41, "message": "no memory"}).as_object().unwrap().clone();
+        let reply = json!({"code": 41, "message": "no memory"})
+            .as_object()
+            .unwrap()
+            .clone();
         let err = check_reply(reply, "create_buffer_reply", ctx()).unwrap_err();
         assert!(is_out_of_memory(&err), "{err}");
-        let reply = json!({"code": 12, "message": "failed to find name: x"}).as_object().unwrap().clone();
-        assert!(check_reply(reply, "get_name_reply", ctx()).unwrap_err().is_not_found());
+        let reply = json!({"code": 12, "message": "failed to find name: x"})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert!(check_reply(reply, "get_name_reply", ctx())
+            .unwrap_err()
+            .is_not_found());
         let reply = json!({"type": "seal_reply"}).as_object().unwrap().clone();
-        assert!(matches!(check_reply(reply, "get_name_reply", ctx()), Err(Error::Protocol { .. })));
+        assert!(matches!(
+            check_reply(reply, "get_name_reply", ctx()),
+            Err(Error::Protocol { .. })
+        ));
     }
 
     #[test]
     fn oversized_frame_is_refused() {
         let mut buf = (MAX_FRAME + 1).to_le_bytes().to_vec();
         buf.extend_from_slice(b"{}");
-        assert!(matches!(decode_frame(&buf, ctx()), Err(Error::Protocol { .. })));
+        assert!(matches!(
+            decode_frame(&buf, ctx()),
+            Err(Error::Protocol { .. })
+        ));
     }
 
     #[test]

@@ -69,14 +69,37 @@ impl Default for ServerOptions {
 /// those of the active virtualenv, then `$PATH`.
 pub fn find_vineyardd(explicit: Option<&Path>, site_dirs: &[PathBuf]) -> Result<PathBuf> {
     if let Some(p) = explicit {
-        return if is_executable(p) { Ok(p.to_path_buf()) } else { Err(Error::Launch(format!("{} is not an executable vineyardd", p.display()))) };
+        return if is_executable(p) {
+            Ok(p.to_path_buf())
+        } else {
+            Err(Error::Launch(format!(
+                "{} is not an executable vineyardd",
+                p.display()
+            )))
+        };
     }
     if let Some(p) = std::env::var_os("VINEYARDD").filter(|v| !v.is_empty()) {
         let p = PathBuf::from(p);
-        return if is_executable(&p) { Ok(p) } else { Err(Error::Launch(format!("$VINEYARDD={} is not executable", p.display()))) };
+        return if is_executable(&p) {
+            Ok(p)
+        } else {
+            Err(Error::Launch(format!(
+                "$VINEYARDD={} is not executable",
+                p.display()
+            )))
+        };
     }
-    let mut candidates: Vec<PathBuf> = site_dirs.iter().map(|d| d.join("vineyard/bdist/vineyardd")).collect();
-    for prefix in [std::env::var_os("VIRTUAL_ENV"), std::env::var_os("CONDA_PREFIX")].into_iter().flatten() {
+    let mut candidates: Vec<PathBuf> = site_dirs
+        .iter()
+        .map(|d| d.join("vineyard/bdist/vineyardd"))
+        .collect();
+    for prefix in [
+        std::env::var_os("VIRTUAL_ENV"),
+        std::env::var_os("CONDA_PREFIX"),
+    ]
+    .into_iter()
+    .flatten()
+    {
         if let Ok(entries) = fs::read_dir(Path::new(&prefix).join("lib")) {
             for e in entries.flatten() {
                 candidates.push(e.path().join("site-packages/vineyard/bdist/vineyardd"));
@@ -92,7 +115,9 @@ pub fn find_vineyardd(explicit: Option<&Path>, site_dirs: &[PathBuf]) -> Result<
 }
 
 fn is_executable(p: &Path) -> bool {
-    fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// A running vineyardd owned by this process.
@@ -115,45 +140,73 @@ impl Server {
         let dir = private_dir(opts.parent_dir.as_deref())?;
         let socket = dir.join("vineyard.sock");
         let logs = dir.join("logs");
-        fs::create_dir(&logs).map_err(|e| Error::Launch(format!("cannot create {}: {e}", logs.display())))?;
-        let stderr = fs::File::create(dir.join("vineyardd.stderr")).map_err(|e| Error::Launch(format!("cannot create log file in {}: {e}", dir.display())))?;
+        fs::create_dir(&logs)
+            .map_err(|e| Error::Launch(format!("cannot create {}: {e}", logs.display())))?;
+        let stderr = fs::File::create(dir.join("vineyardd.stderr")).map_err(|e| {
+            Error::Launch(format!("cannot create log file in {}: {e}", dir.display()))
+        })?;
 
         let mut cmd = Command::new(&binary);
-        cmd.arg(format!("--socket={}", socket.display())).arg(format!("--size={}", opts.size));
+        cmd.arg(format!("--socket={}", socket.display()))
+            .arg(format!("--size={}", opts.size));
         match &opts.meta {
             Meta::Local => {
                 cmd.arg("--meta=local");
             }
             Meta::Etcd { endpoint, prefix } => {
-                cmd.arg("--meta=etcd").arg(format!("--etcd_endpoint={endpoint}")).arg(format!("--etcd_prefix={prefix}"));
+                cmd.arg("--meta=etcd")
+                    .arg(format!("--etcd_endpoint={endpoint}"))
+                    .arg(format!("--etcd_prefix={prefix}"));
             }
         }
         match opts.rpc_port {
-            Some(port) => cmd.arg("--rpc=true").arg(format!("--rpc_socket_port={port}")),
+            Some(port) => cmd
+                .arg("--rpc=true")
+                .arg(format!("--rpc_socket_port={port}")),
             None => cmd.arg("--rpc=false"),
         };
-        cmd.env("GLOG_log_dir", &logs).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        cmd.env("GLOG_log_dir", &logs)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
         if opts.die_with_parent {
             // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
             unsafe {
                 cmd.pre_exec(|| {
-                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                        .map_err(std::io::Error::from)
                 });
             }
         }
-        let child = cmd.spawn().map_err(|e| Error::Launch(format!("cannot run {}: {e}", binary.display())))?;
-        let mut server = Server { child: Some(child), dir, socket, grace: opts.stop_grace, instance_id: 0, owner: std::process::id() };
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::Launch(format!("cannot run {}: {e}", binary.display())))?;
+        let mut server = Server {
+            child: Some(child),
+            dir,
+            socket,
+            grace: opts.stop_grace,
+            instance_id: 0,
+            owner: std::process::id(),
+        };
         server.wait_ready(opts.start_timeout)?;
         Ok(server)
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let quick = Timeouts { connect: Duration::from_millis(200), read: Some(Duration::from_secs(5)), write: Some(Duration::from_secs(5)) };
+        let quick = Timeouts {
+            connect: Duration::from_millis(200),
+            read: Some(Duration::from_secs(5)),
+            write: Some(Duration::from_secs(5)),
+        };
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(Error::Launch(format!("vineyardd exited during start ({status}): {}", self.log_tail())));
+                    return Err(Error::Launch(format!(
+                        "vineyardd exited during start ({status}): {}",
+                        self.log_tail()
+                    )));
                 }
             }
             if self.socket.exists() {
@@ -163,7 +216,12 @@ impl Server {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(Error::Launch(format!("vineyardd did not accept connections on {} within {:?}: {}", self.socket.display(), timeout, self.log_tail())));
+                return Err(Error::Launch(format!(
+                    "vineyardd did not accept connections on {} within {:?}: {}",
+                    self.socket.display(),
+                    timeout,
+                    self.log_tail()
+                )));
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -191,7 +249,9 @@ impl Server {
 
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The last lines vineyardd wrote to stderr.
@@ -203,8 +263,13 @@ impl Server {
 
     /// Blocks until the server exits on its own (foreground `serve`).
     pub fn wait(&mut self) -> Result<std::process::ExitStatus> {
-        let child = self.child.as_mut().ok_or_else(|| Error::Launch("server already stopped".into()))?;
-        child.wait().map_err(|e| Error::Launch(format!("waiting for vineyardd: {e}")))
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| Error::Launch("server already stopped".into()))?;
+        child
+            .wait()
+            .map_err(|e| Error::Launch(format!("waiting for vineyardd: {e}")))
     }
 
     /// Sends SIGKILL at once (fault-injection tests).
@@ -228,7 +293,9 @@ impl Server {
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
                     _ => {
                         let _ = child.kill();
                         let _ = child.wait();
@@ -252,18 +319,28 @@ impl Drop for Server {
 
 /// Creates a fresh directory only this user can enter.
 fn private_dir(parent: Option<&Path>) -> Result<PathBuf> {
-    let parent = parent.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    let parent = parent
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
     let pid = std::process::id();
     for attempt in 0..100u32 {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let dir = parent.join(format!("vineyard-kedro-{pid}-{nanos:08x}{attempt}"));
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::Launch(format!("cannot create a private directory in {}: {e}", parent.display()))),
+            Err(e) => {
+                return Err(Error::Launch(format!(
+                    "cannot create a private directory in {}: {e}",
+                    parent.display()
+                )))
+            }
         }
     }
-    Err(Error::Launch(format!("cannot create a private directory in {}", parent.display())))
+    Err(Error::Launch(format!(
+        "cannot create a private directory in {}",
+        parent.display()
+    )))
 }
-
-

@@ -22,11 +22,16 @@ pub struct Region {
 impl Region {
     /// Maps `len` bytes of `fd` shared and writable.
     pub fn map(fd: OwnedFd, len: u64) -> std::io::Result<Region> {
-        let len = usize::try_from(len).map_err(|_| std::io::Error::other("memory file too large"))?;
+        let len =
+            usize::try_from(len).map_err(|_| std::io::Error::other("memory file too large"))?;
         // Mapping past the end of the file would turn reads into SIGBUS.
-        let actual = nix::sys::stat::fstat(&fd).map_err(std::io::Error::from)?.st_size;
+        let actual = nix::sys::stat::fstat(&fd)
+            .map_err(std::io::Error::from)?
+            .st_size;
         if (actual as u64) < len as u64 {
-            return Err(std::io::Error::other(format!("memory file has {actual} bytes, the server announced {len}")));
+            return Err(std::io::Error::other(format!(
+                "memory file has {actual} bytes, the server announced {len}"
+            )));
         }
         let map = MmapOptions::new().len(len).map_raw(fd.as_raw_fd())?;
         Ok(Region { map, _fd: fd })
@@ -71,12 +76,22 @@ impl BlobBytes {
         if offset.checked_add(len)? > region.len() {
             return None;
         }
-        Some(BlobBytes { id, region: Some(region), offset, len })
+        Some(BlobBytes {
+            id,
+            region: Some(region),
+            offset,
+            len,
+        })
     }
 
     /// The empty blob (or any zero-length blob): no mapping at all.
     pub fn empty(id: ObjectId) -> BlobBytes {
-        BlobBytes { id, region: None, offset: 0, len: 0 }
+        BlobBytes {
+            id,
+            region: None,
+            offset: 0,
+            len: 0,
+        }
     }
 
     /// The blob id.
@@ -138,7 +153,9 @@ impl BlobBytes {
 pub fn parallel_copy(dst: &mut [u8], src: &[u8]) {
     const PER_THREAD_MIN: usize = 16 << 20;
     let n = dst.len().min(src.len());
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |p| p.get())
+        .min(8);
     if threads <= 1 || n < 2 * PER_THREAD_MIN {
         dst[..n].copy_from_slice(&src[..n]);
         return;
@@ -161,13 +178,21 @@ pub fn recv_fd(sock: &impl AsRawFd) -> std::io::Result<Option<OwnedFd>> {
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let msg = loop {
-        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
             Err(nix::errno::Errno::EINTR) => continue,
             other => break other.map_err(std::io::Error::from)?,
         }
     };
     if msg.bytes == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "socket closed while waiting for an fd"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "socket closed while waiting for an fd",
+        ));
     }
     let mut fd = None;
     for c in msg.cmsgs().map_err(std::io::Error::from)? {

@@ -23,7 +23,12 @@ pub enum Source {
     /// `len` contiguous bytes at `ptr`.
     Contiguous { ptr: *const u8, len: usize },
     /// `count` items of `itemsize` bytes, `stride` bytes apart (may be negative).
-    Strided { ptr: *const u8, itemsize: usize, count: usize, stride: isize },
+    Strided {
+        ptr: *const u8,
+        itemsize: usize,
+        count: usize,
+        stride: isize,
+    },
 }
 
 // SAFETY: a Source is only a description of memory that the caller of `put`
@@ -35,14 +40,19 @@ unsafe impl Sync for Source {}
 impl Source {
     /// A source over a slice that outlives the put.
     pub fn from_slice(s: &[u8]) -> Source {
-        Source::Contiguous { ptr: s.as_ptr(), len: s.len() }
+        Source::Contiguous {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
     }
 
     /// Bytes this source produces.
     pub fn len(&self) -> usize {
         match *self {
             Source::Contiguous { len, .. } => len,
-            Source::Strided { itemsize, count, .. } => itemsize * count,
+            Source::Strided {
+                itemsize, count, ..
+            } => itemsize * count,
         }
     }
 
@@ -77,7 +87,12 @@ pub struct PutResult {
 /// # Safety
 /// Every `Source` must point to memory that stays valid and unmodified until
 /// this function returns.
-pub unsafe fn put(client: &mut Client, tree: &Value, sources: &[Source], opts: &PutOptions) -> Result<PutResult> {
+pub unsafe fn put(
+    client: &mut Client,
+    tree: &Value,
+    sources: &[Source],
+    opts: &PutOptions,
+) -> Result<PutResult> {
     let mut created: Vec<ObjectId> = Vec::new();
     let mut blobs: Vec<BlobBytes> = Vec::new();
     // SAFETY: forwarded caller contract.
@@ -96,8 +111,14 @@ unsafe fn put_inner(
     created: &mut Vec<ObjectId>,
     blobs: &mut Vec<BlobBytes>,
 ) -> Result<PutResult> {
-    let root = tree.as_object().ok_or_else(|| Error::Unsupported("the tree to put must be a JSON object".into()))?;
-    let sizes: Vec<u64> = sources.iter().filter(|s| !s.is_empty()).map(|s| s.len() as u64).collect();
+    let root = tree
+        .as_object()
+        .ok_or_else(|| Error::Unsupported("the tree to put must be a JSON object".into()))?;
+    let sizes: Vec<u64> = sources
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.len() as u64)
+        .collect();
     *blobs = client.create_buffers(&sizes)?;
     let mut blob_ids = Vec::with_capacity(sources.len());
     let mut jobs = Vec::new();
@@ -106,7 +127,9 @@ unsafe fn put_inner(
         if s.is_empty() {
             blob_ids.push(ObjectId::EMPTY_BLOB);
         } else {
-            let b = next.next().ok_or_else(|| Error::Unsupported("blob count mismatch".into()))?;
+            let b = next
+                .next()
+                .ok_or_else(|| Error::Unsupported("blob count mismatch".into()))?;
             blob_ids.push(b.id());
             jobs.push((*s, b.as_ptr() as *mut u8));
         }
@@ -122,7 +145,15 @@ unsafe fn put_inner(
     // Create members level by level, deepest first.
     let instance = client.instance_id();
     let mut levels: Vec<Vec<(Vec<String>, ObjectMeta)>> = Vec::new();
-    flatten(root, &mut Vec::new(), 0, &mut levels, &blob_ids, instance, sources.len())?;
+    flatten(
+        root,
+        &mut Vec::new(),
+        0,
+        &mut levels,
+        &blob_ids,
+        instance,
+        sources.len(),
+    )?;
     let mut ids: HashMap<Vec<String>, ObjectId> = HashMap::new();
     for level in levels.into_iter().rev() {
         let mut contents = Vec::with_capacity(level.len());
@@ -136,7 +167,9 @@ unsafe fn put_inner(
             ids.insert(path, c.id);
         }
     }
-    let id = *ids.get(&Vec::new()).ok_or_else(|| Error::Unsupported("the root object was not created".into()))?;
+    let id = *ids
+        .get(&Vec::new())
+        .ok_or_else(|| Error::Unsupported("the root object was not created".into()))?;
     if opts.persist || opts.name.is_some() {
         client.persist(id)?;
     }
@@ -145,7 +178,11 @@ unsafe fn put_inner(
         replaced = client.try_get_name(name)?.filter(|old| *old != id);
         client.put_name(id, name)?;
     }
-    Ok(PutResult { id, replaced, bytes })
+    Ok(PutResult {
+        id,
+        replaced,
+        bytes,
+    })
 }
 
 /// Splits the tree into per-depth lists of nodes; children are left as
@@ -169,11 +206,15 @@ fn flatten(
             continue;
         };
         if let Some(i) = child.get("__blob__") {
-            let i = i.as_u64().filter(|i| (*i as usize) < nsources).ok_or_else(|| Error::Unsupported(format!("member {k}: bad blob index {i}")))?;
+            let i = i
+                .as_u64()
+                .filter(|i| (*i as usize) < nsources)
+                .ok_or_else(|| Error::Unsupported(format!("member {k}: bad blob index {i}")))?;
             let bid = blob_ids[i as usize];
             meta.insert(k.clone(), json!({"id": bid.to_string(), "typename": "vineyard::Blob", "instance_id": instance, "transient": true}));
         } else if let Some(id) = child.get("__object__") {
-            let id = ObjectId::from_json(id).ok_or_else(|| Error::Unsupported(format!("member {k}: bad object id")))?;
+            let id = ObjectId::from_json(id)
+                .ok_or_else(|| Error::Unsupported(format!("member {k}: bad object id")))?;
             meta.insert(k.clone(), json!({"id": id.to_string()}));
         } else {
             path.push(k.clone());
@@ -183,19 +224,28 @@ fn flatten(
         }
     }
     if !meta.contains_key("typename") {
-        return Err(Error::Unsupported(format!("object at {:?} has no typename", path.join("."))));
+        return Err(Error::Unsupported(format!(
+            "object at {:?} has no typename",
+            path.join(".")
+        )));
     }
     meta.insert("instance_id".into(), instance.into());
     levels[depth].push((path.clone(), ObjectMeta(meta)));
     Ok(())
 }
 
-fn resolve_children(meta: &mut ObjectMeta, path: &[String], ids: &HashMap<Vec<String>, ObjectId>) -> Result<()> {
+fn resolve_children(
+    meta: &mut ObjectMeta,
+    path: &[String],
+    ids: &HashMap<Vec<String>, ObjectId>,
+) -> Result<()> {
     for (k, v) in meta.0.iter_mut() {
         if v.get("__child__").is_some() {
             let mut p = path.to_vec();
             p.push(k.clone());
-            let id = ids.get(&p).ok_or_else(|| Error::Unsupported(format!("member {k} was not created")))?;
+            let id = ids
+                .get(&p)
+                .ok_or_else(|| Error::Unsupported(format!("member {k} was not created")))?;
             *v = json!({"id": id.to_string()});
         }
     }
@@ -235,11 +285,22 @@ unsafe fn copy_all(jobs: &[(Source, *mut u8)]) {
                 while off < len {
                     let n = CHUNK.min(len - off);
                     // SAFETY: off + n <= len for both ranges.
-                    pieces.push(Piece(Source::Contiguous { ptr: unsafe { ptr.add(off) }, len: n }, unsafe { dst.add(off) }));
+                    pieces.push(Piece(
+                        Source::Contiguous {
+                            ptr: unsafe { ptr.add(off) },
+                            len: n,
+                        },
+                        unsafe { dst.add(off) },
+                    ));
                     off += n;
                 }
             }
-            Source::Strided { ptr, itemsize, count, stride } => {
+            Source::Strided {
+                ptr,
+                itemsize,
+                count,
+                stride,
+            } => {
                 let per = (CHUNK / itemsize.max(1)).max(1);
                 let mut i = 0;
                 while i < count {
@@ -247,7 +308,15 @@ unsafe fn copy_all(jobs: &[(Source, *mut u8)]) {
                     // SAFETY: item i lies at ptr + i*stride inside the source array.
                     let p = unsafe { ptr.offset(i as isize * stride) };
                     // SAFETY: i*itemsize + n*itemsize <= count*itemsize.
-                    pieces.push(Piece(Source::Strided { ptr: p, itemsize, count: n, stride }, unsafe { dst.add(i * itemsize) }));
+                    pieces.push(Piece(
+                        Source::Strided {
+                            ptr: p,
+                            itemsize,
+                            count: n,
+                            stride,
+                        },
+                        unsafe { dst.add(i * itemsize) },
+                    ));
                     i += n;
                 }
             }
@@ -258,7 +327,9 @@ unsafe fn copy_all(jobs: &[(Source, *mut u8)]) {
         // SAFETY: ranges were bounded above; destinations are disjoint.
         unsafe { copy_piece(src, dst) }
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
     if threads <= 1 || total < 4 * CHUNK || pieces.len() < 2 {
         pieces.iter().for_each(run);
         return;
@@ -285,10 +356,21 @@ unsafe fn copy_piece(src: Source, dst: *mut u8) {
             // SAFETY: caller contract; shared memory never overlaps the source.
             unsafe { std::ptr::copy_nonoverlapping(ptr, dst, len) }
         }
-        Source::Strided { ptr, itemsize, count, stride } => {
+        Source::Strided {
+            ptr,
+            itemsize,
+            count,
+            stride,
+        } => {
             for i in 0..count {
                 // SAFETY: caller contract; item i of the source, slot i of dst.
-                unsafe { std::ptr::copy_nonoverlapping(ptr.offset(i as isize * stride), dst.add(i * itemsize), itemsize) }
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        ptr.offset(i as isize * stride),
+                        dst.add(i * itemsize),
+                        itemsize,
+                    )
+                }
             }
         }
     }
@@ -308,15 +390,27 @@ pub fn get(client: &mut Client, id: ObjectId) -> Result<Fetched> {
     let mut id = id;
     let mut meta = client.get_meta(id, false)?;
     let me = client.instance_id();
-    if meta.instance_id().is_some_and(|i| i != me) || meta.blobs_with_instance().iter().any(|(_, i)| i.is_some_and(|i| i != me)) {
+    if meta.instance_id().is_some_and(|i| i != me)
+        || meta
+            .blobs_with_instance()
+            .iter()
+            .any(|(_, i)| i.is_some_and(|i| i != me))
+    {
         id = crate::migrate::migrate(client, id, &meta)?;
         meta = client.get_meta(id, false)?;
     }
-    let wanted: Vec<ObjectId> = meta.blob_ids().into_iter().filter(|b| *b != ObjectId::EMPTY_BLOB).collect();
+    let wanted: Vec<ObjectId> = meta
+        .blob_ids()
+        .into_iter()
+        .filter(|b| *b != ObjectId::EMPTY_BLOB)
+        .collect();
     let mut blobs = client.get_buffers(&wanted)?;
     for b in &wanted {
         if !blobs.contains_key(b) {
-            return Err(Error::Layout { id, detail: format!("blob {b} of the object is missing from vineyardd") });
+            return Err(Error::Layout {
+                id,
+                detail: format!("blob {b} of the object is missing from vineyardd"),
+            });
         }
     }
     blobs.insert(ObjectId::EMPTY_BLOB, BlobBytes::empty(ObjectId::EMPTY_BLOB));

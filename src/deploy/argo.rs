@@ -17,7 +17,9 @@ use super::names::{dns_label_within, unique_dns_labels};
 use super::{DeployError, Result};
 
 mod check;
+mod schema;
 pub use check::check_workflow;
+use schema::*;
 
 /// The socket path inside every pod.
 pub const POD_SOCKET: &str = "/var/run/vineyard.sock";
@@ -87,7 +89,11 @@ fn yes() -> bool {
 
 impl ArgoSpec {
     /// A spec with every default.
-    pub fn new(package_name: impl Into<String>, image: impl Into<String>, nodes: Vec<ArgoNode>) -> ArgoSpec {
+    pub fn new(
+        package_name: impl Into<String>,
+        image: impl Into<String>,
+        nodes: Vec<ArgoNode>,
+    ) -> ArgoSpec {
         ArgoSpec {
             package_name: package_name.into(),
             image: image.into(),
@@ -106,138 +112,15 @@ pub fn argo_file_name(package_name: &str) -> String {
     format!("argo-{package_name}.yml")
 }
 
-// ---- the parts of Argo's schema we emit ----------------------------------
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Workflow {
-    api_version: &'static str,
-    kind: &'static str,
-    metadata: WorkflowMeta,
-    spec: WorkflowSpec,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WorkflowMeta {
-    generate_name: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WorkflowSpec {
-    entrypoint: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    on_exit: Option<&'static str>,
-    templates: Vec<Template>,
-}
-
-#[derive(Serialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct Template {
-    name: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<PodMeta>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    inputs: Option<Params>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    retry_strategy: Option<RetryStrategy>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    container: Option<Container>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    volumes: Vec<Volume>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scheduler_name: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dag: Option<Dag>,
-}
-
-#[derive(Serialize)]
-struct PodMeta {
-    labels: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    annotations: BTreeMap<String, String>,
-}
-
-/// Both `inputs` and `arguments`: a list of parameters.
-#[derive(Serialize)]
-struct Params {
-    parameters: Vec<Param>,
-}
-
-#[derive(Serialize)]
-struct Param {
-    name: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
-}
-
-/// `limit` is an IntOrString; the string form validates against the schema file as well.
-#[derive(Serialize)]
-struct RetryStrategy {
-    limit: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Container {
-    image: String,
-    image_pull_policy: &'static str,
-    command: Vec<String>,
-    args: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    env: Vec<EnvVar>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    volume_mounts: Vec<VolumeMount>,
-}
-
-#[derive(Serialize)]
-struct EnvVar {
-    name: &'static str,
-    value: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct VolumeMount {
-    name: &'static str,
-    mount_path: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Volume {
-    name: &'static str,
-    host_path: HostPath,
-}
-
-#[derive(Serialize)]
-struct HostPath {
-    path: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-}
-
-#[derive(Serialize)]
-struct Dag {
-    tasks: Vec<Task>,
-}
-
-#[derive(Serialize)]
-struct Task {
-    name: String,
-    template: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    dependencies: Vec<String>,
-    arguments: Params,
-}
-
 // ---- building --------------------------------------------------------------
 
 /// A Kubernetes label value: at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends.
 fn is_label_value(s: &str) -> bool {
     let ok = |c: char| c.is_ascii_alphanumeric();
-    s.len() <= 63 && s.starts_with(ok) && s.ends_with(ok) && s.chars().all(|c| ok(c) || "-_.".contains(c))
+    s.len() <= 63
+        && s.starts_with(ok)
+        && s.ends_with(ok)
+        && s.chars().all(|c| ok(c) || "-_.".contains(c))
 }
 
 fn invalid(msg: String) -> DeployError {
@@ -250,7 +133,10 @@ fn validate(spec: &ArgoSpec) -> Result<Vec<String>> {
         return Err(invalid("the package name is empty".into()));
     }
     if spec.image.is_empty() || spec.image.chars().any(char::is_whitespace) {
-        return Err(invalid(format!("image {:?} is not an image reference (pass --image)", spec.image)));
+        return Err(invalid(format!(
+            "image {:?} is not an image reference (pass --image)",
+            spec.image
+        )));
     }
     for (what, v) in [("environment", &spec.env), ("pipeline", &spec.pipeline)] {
         if v.is_empty() || v.contains(['\n', '\r']) {
@@ -258,14 +144,20 @@ fn validate(spec: &ArgoSpec) -> Result<Vec<String>> {
         }
     }
     if spec.with_operator {
-        for (what, v) in [("vineyard namespace", &spec.vineyard_namespace), ("vineyardd name", &spec.vineyardd_name)] {
+        for (what, v) in [
+            ("vineyard namespace", &spec.vineyard_namespace),
+            ("vineyardd name", &spec.vineyardd_name),
+        ] {
             if !is_label_value(v) || v.contains('/') {
                 return Err(invalid(format!("{what} {v:?} is not a Kubernetes name")));
             }
         }
     }
     if spec.nodes.is_empty() {
-        return Err(invalid(format!("pipeline {:?} has no nodes", spec.pipeline)));
+        return Err(invalid(format!(
+            "pipeline {:?} has no nodes",
+            spec.pipeline
+        )));
     }
     let mut index = HashMap::new();
     for (i, n) in spec.nodes.iter().enumerate() {
@@ -279,12 +171,19 @@ fn validate(spec: &ArgoSpec) -> Result<Vec<String>> {
     for (i, n) in spec.nodes.iter().enumerate() {
         let parents: HashSet<&str> = n.deps.iter().map(String::as_str).collect();
         for d in parents {
-            let &p = index.get(d).ok_or_else(|| invalid(format!("node {:?} depends on {d:?}, which is not a node of the pipeline", n.name)))?;
+            let &p = index.get(d).ok_or_else(|| {
+                invalid(format!(
+                    "node {:?} depends on {d:?}, which is not a node of the pipeline",
+                    n.name
+                ))
+            })?;
             children[p].push(i);
             indegree[i] += 1;
         }
     }
-    let mut ready: Vec<usize> = (0..spec.nodes.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut ready: Vec<usize> = (0..spec.nodes.len())
+        .filter(|&i| indegree[i] == 0)
+        .collect();
     let mut done = 0;
     while let Some(i) = ready.pop() {
         done += 1;
@@ -296,20 +195,52 @@ fn validate(spec: &ArgoSpec) -> Result<Vec<String>> {
         }
     }
     if done != spec.nodes.len() {
-        let stuck: Vec<&str> = spec.nodes.iter().zip(&indegree).filter(|(_, d)| **d > 0).map(|(n, _)| n.name.as_str()).collect();
-        return Err(invalid(format!("the node dependencies have a cycle through {stuck:?}")));
+        let stuck: Vec<&str> = spec
+            .nodes
+            .iter()
+            .zip(&indegree)
+            .filter(|(_, d)| **d > 0)
+            .map(|(n, _)| n.name.as_str())
+            .collect();
+        return Err(invalid(format!(
+            "the node dependencies have a cycle through {stuck:?}"
+        )));
     }
-    Ok(unique_dns_labels(&spec.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>()))
+    Ok(unique_dns_labels(
+        &spec
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Socket volume, its mount and the env every vineyard pod gets.
 fn vineyard_pod(spec: &ArgoSpec) -> (Vec<Volume>, Vec<VolumeMount>, Vec<EnvVar>) {
-    let path = format!("/var/run/vineyard-kubernetes/{}/{}", spec.vineyard_namespace, spec.vineyardd_name);
-    let volumes = vec![Volume { name: "vineyard-socket", host_path: HostPath { path, kind: "DirectoryOrCreate" } }];
-    let mounts = vec![VolumeMount { name: "vineyard-socket", mount_path: "/var/run" }];
+    let path = format!(
+        "/var/run/vineyard-kubernetes/{}/{}",
+        spec.vineyard_namespace, spec.vineyardd_name
+    );
+    let volumes = vec![Volume {
+        name: "vineyard-socket",
+        host_path: HostPath {
+            path,
+            kind: "DirectoryOrCreate",
+        },
+    }];
+    let mounts = vec![VolumeMount {
+        name: "vineyard-socket",
+        mount_path: "/var/run",
+    }];
     let env = vec![
-        EnvVar { name: "VINEYARD_IPC_SOCKET", value: POD_SOCKET.into() },
-        EnvVar { name: "VINEYARD_KEDRO_NAMESPACE", value: WORKFLOW_NAMESPACE.into() },
+        EnvVar {
+            name: "VINEYARD_IPC_SOCKET",
+            value: POD_SOCKET.into(),
+        },
+        EnvVar {
+            name: "VINEYARD_KEDRO_NAMESPACE",
+            value: WORKFLOW_NAMESPACE.into(),
+        },
     ];
     (volumes, mounts, env)
 }
@@ -317,8 +248,14 @@ fn vineyard_pod(spec: &ArgoSpec) -> (Vec<Volume>, Vec<VolumeMount>, Vec<EnvVar>)
 fn base_labels(spec: &ArgoSpec) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([("app".to_string(), "kedro-argo".to_string())]);
     if spec.with_operator {
-        labels.insert(format!("{LABEL_PREFIX}/vineyardd-namespace"), spec.vineyard_namespace.clone());
-        labels.insert(format!("{LABEL_PREFIX}/vineyardd"), spec.vineyardd_name.clone());
+        labels.insert(
+            format!("{LABEL_PREFIX}/vineyardd-namespace"),
+            spec.vineyard_namespace.clone(),
+        );
+        labels.insert(
+            format!("{LABEL_PREFIX}/vineyardd"),
+            spec.vineyardd_name.clone(),
+        );
     }
     labels
 }
@@ -333,8 +270,14 @@ fn kedro_template(spec: &ArgoSpec) -> Template {
     let mut annotations = BTreeMap::new();
     let mut inputs = vec![param("kedro_node", None)];
     if op {
-        labels.insert(format!("{LABEL_PREFIX}/job"), "{{inputs.parameters.job}}".into());
-        annotations.insert(format!("{LABEL_PREFIX}/required"), "{{inputs.parameters.required}}".into());
+        labels.insert(
+            format!("{LABEL_PREFIX}/job"),
+            "{{inputs.parameters.job}}".into(),
+        );
+        annotations.insert(
+            format!("{LABEL_PREFIX}/required"),
+            "{{inputs.parameters.required}}".into(),
+        );
         inputs.extend([param("job", None), param("required", None)]);
     }
     let mut args = vec!["run".to_string()];
@@ -343,13 +286,27 @@ fn kedro_template(spec: &ArgoSpec) -> Template {
     }
     args.extend(["-n", "{{inputs.parameters.kedro_node}}", "-e"].map(String::from));
     args.push(spec.env.clone());
-    let (volumes, volume_mounts, env) = if op { vineyard_pod(spec) } else { Default::default() };
+    let (volumes, volume_mounts, env) = if op {
+        vineyard_pod(spec)
+    } else {
+        Default::default()
+    };
     Template {
         name: KEDRO_TEMPLATE,
-        metadata: Some(PodMeta { labels, annotations }),
+        metadata: Some(PodMeta {
+            labels,
+            annotations,
+        }),
         inputs: Some(Params { parameters: inputs }),
         retry_strategy: Some(RetryStrategy { limit: "1" }),
-        container: Some(Container { image: spec.image.clone(), image_pull_policy: "IfNotPresent", command: vec!["kedro".into()], args, env, volume_mounts }),
+        container: Some(Container {
+            image: spec.image.clone(),
+            image_pull_policy: "IfNotPresent",
+            command: vec!["kedro".into()],
+            args,
+            env,
+            volume_mounts,
+        }),
         volumes,
         scheduler_name: op.then_some("vineyard-scheduler"),
         dag: None,
@@ -358,12 +315,28 @@ fn kedro_template(spec: &ArgoSpec) -> Template {
 
 fn cleanup_template(spec: &ArgoSpec) -> Template {
     let (volumes, volume_mounts, env) = vineyard_pod(spec);
-    let args = ["gc", "--namespace", WORKFLOW_NAMESPACE].map(String::from).to_vec();
+    let args = ["gc", "--namespace", WORKFLOW_NAMESPACE]
+        .map(String::from)
+        .to_vec();
+    // Scheduled like a root task (a job that requires nothing), so it lands on a vineyard node.
+    let mut labels = base_labels(spec);
+    labels.insert(format!("{LABEL_PREFIX}/job"), CLEANUP_TEMPLATE.into());
+    let annotations = BTreeMap::from([(format!("{LABEL_PREFIX}/required"), String::new())]);
     Template {
         name: CLEANUP_TEMPLATE,
-        metadata: Some(PodMeta { labels: base_labels(spec), annotations: BTreeMap::new() }),
+        metadata: Some(PodMeta {
+            labels,
+            annotations,
+        }),
         retry_strategy: Some(RetryStrategy { limit: "1" }),
-        container: Some(Container { image: spec.image.clone(), image_pull_policy: "IfNotPresent", command: vec!["vineyard-kedro".into()], args, env, volume_mounts }),
+        container: Some(Container {
+            image: spec.image.clone(),
+            image_pull_policy: "IfNotPresent",
+            command: vec!["vineyard-kedro".into()],
+            args,
+            env,
+            volume_mounts,
+        }),
         volumes,
         scheduler_name: Some("vineyard-scheduler"),
         ..Template::default()
@@ -371,7 +344,12 @@ fn cleanup_template(spec: &ArgoSpec) -> Template {
 }
 
 fn dag_template(spec: &ArgoSpec, names: &[String]) -> Template {
-    let task_of: HashMap<&str, &str> = spec.nodes.iter().map(|n| n.name.as_str()).zip(names.iter().map(String::as_str)).collect();
+    let task_of: HashMap<&str, &str> = spec
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .zip(names.iter().map(String::as_str))
+        .collect();
     let tasks = spec
         .nodes
         .iter()
@@ -386,12 +364,24 @@ fn dag_template(spec: &ArgoSpec, names: &[String]) -> Template {
             }
             let mut parameters = vec![param("kedro_node", Some(node.name.clone()))];
             if spec.with_operator {
-                parameters.extend([param("job", Some(name.clone())), param("required", Some(deps.join(",")))]);
+                parameters.extend([
+                    param("job", Some(name.clone())),
+                    param("required", Some(deps.join(","))),
+                ]);
             }
-            Task { name: name.clone(), template: KEDRO_TEMPLATE, dependencies: deps, arguments: Params { parameters } }
+            Task {
+                name: name.clone(),
+                template: KEDRO_TEMPLATE,
+                dependencies: deps,
+                arguments: Params { parameters },
+            }
         })
         .collect();
-    Template { name: DAG_TEMPLATE, dag: Some(Dag { tasks }), ..Template::default() }
+    Template {
+        name: DAG_TEMPLATE,
+        dag: Some(Dag { tasks }),
+        ..Template::default()
+    }
 }
 
 /// Renders the Argo `Workflow` YAML for `spec`.
@@ -415,8 +405,14 @@ pub fn render_workflow(spec: &ArgoSpec) -> Result<String> {
     let workflow = Workflow {
         api_version: "argoproj.io/v1alpha1",
         kind: "Workflow",
-        metadata: WorkflowMeta { generate_name: format!("{}-", dns_label_within(&spec.package_name, 50)) },
-        spec: WorkflowSpec { entrypoint: DAG_TEMPLATE, on_exit: spec.with_operator.then_some(CLEANUP_TEMPLATE), templates },
+        metadata: WorkflowMeta {
+            generate_name: format!("{}-", dns_label_within(&spec.package_name, 50)),
+        },
+        spec: WorkflowSpec {
+            entrypoint: DAG_TEMPLATE,
+            on_exit: spec.with_operator.then_some(CLEANUP_TEMPLATE),
+            templates,
+        },
     };
     Ok(serde_yaml::to_string(&workflow)?)
 }

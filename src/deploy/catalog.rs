@@ -21,7 +21,10 @@ pub const CATCH_ALL: &str = "{default}";
 /// True for a catch-all dataset pattern: one placeholder and nothing else
 /// (`"{default}"`, `"{name}"`). Kedro accepts only one per catalog.
 pub fn is_catch_all_pattern(key: &str) -> bool {
-    key.len() > 2 && key.starts_with('{') && key.ends_with('}') && !key[1..key.len() - 1].contains(['{', '}'])
+    key.len() > 2
+        && key.starts_with('{')
+        && key.ends_with('}')
+        && !key[1..key.len() - 1].contains(['{', '}'])
 }
 
 /// Names that are never datasets for vineyard: parameters.
@@ -39,7 +42,9 @@ fn entry(ds_name: &str) -> Value {
 
 /// Parses the existing file: `None`, empty and comment-only text give an empty mapping.
 fn parse_existing(existing: Option<&str>) -> Result<Mapping> {
-    let Some(text) = existing else { return Ok(Mapping::new()) };
+    let Some(text) = existing else {
+        return Ok(Mapping::new());
+    };
     match serde_yaml::from_str::<Value>(text)? {
         Value::Null => Ok(Mapping::new()),
         Value::Mapping(m) => Ok(m),
@@ -57,17 +62,28 @@ fn parse_existing(existing: Option<&str>) -> Result<Mapping> {
 /// `names` are ignored and one `"{default}"` entry is added unless the file
 /// already has a catch-all pattern. Returns the new text and the keys added;
 /// when nothing is added the text is `existing` unchanged.
-pub fn render_catalog<S: AsRef<str>>(names: &[S], existing: Option<&str>, catch_all: bool) -> Result<(String, Vec<String>)> {
+pub fn render_catalog<S: AsRef<str>>(
+    names: &[S],
+    existing: Option<&str>,
+    catch_all: bool,
+) -> Result<(String, Vec<String>)> {
     let current = parse_existing(existing)?;
     let wanted: Vec<&str> = if catch_all {
-        let has_pattern = current.keys().filter_map(Value::as_str).any(is_catch_all_pattern);
+        let has_pattern = current
+            .keys()
+            .filter_map(Value::as_str)
+            .any(is_catch_all_pattern);
         if has_pattern {
             Vec::new()
         } else {
             vec![CATCH_ALL]
         }
     } else {
-        names.iter().map(AsRef::as_ref).filter(|n| !n.is_empty() && !is_parameter(n)).collect()
+        names
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|n| !n.is_empty() && !is_parameter(n))
+            .collect()
     };
     let mut added = Mapping::new();
     let mut added_names = Vec::new();
@@ -91,8 +107,13 @@ pub fn render_catalog<S: AsRef<str>>(names: &[S], existing: Option<&str>, catch_
     }
     appended.push_str(&serde_yaml::to_string(&added)?);
     // Appending is only right if the result means exactly "existing + added".
-    let same = matches!(serde_yaml::from_str::<Value>(&appended), Ok(Value::Mapping(m)) if m == merged);
-    let out = if same { appended } else { serde_yaml::to_string(&merged)? };
+    let same =
+        matches!(serde_yaml::from_str::<Value>(&appended), Ok(Value::Mapping(m)) if m == merged);
+    let out = if same {
+        appended
+    } else {
+        serde_yaml::to_string(&merged)?
+    };
     Ok((out, added_names))
 }
 
@@ -117,7 +138,8 @@ mod tests {
 
     #[test]
     fn parameters_are_never_written() {
-        let (text, added) = render_catalog(&["parameters", "params:ratio", "model", ""], None, false).unwrap();
+        let (text, added) =
+            render_catalog(&["parameters", "params:ratio", "model", ""], None, false).unwrap();
         assert_eq!(added, ["model"]);
         assert_eq!(parse(&text).len(), 1);
     }
@@ -153,7 +175,8 @@ mod tests {
 
     #[test]
     fn anchors_are_kept_when_appending() {
-        let existing = "_csv: &csv\n  type: pandas.CSVDataset\nraw:\n  <<: *csv\n  filepath: r.csv\n";
+        let existing =
+            "_csv: &csv\n  type: pandas.CSVDataset\nraw:\n  <<: *csv\n  filepath: r.csv\n";
         let (text, _) = render_catalog(&["out"], Some(existing), false).unwrap();
         assert!(text.starts_with(existing));
     }
@@ -174,7 +197,9 @@ mod tests {
 
     #[test]
     fn an_existing_catch_all_is_not_doubled() {
-        let (_, added) = render_catalog::<&str>(&[], Some("\"{name}\":\n  type: MemoryDataset\n"), true).unwrap();
+        let (_, added) =
+            render_catalog::<&str>(&[], Some("\"{name}\":\n  type: MemoryDataset\n"), true)
+                .unwrap();
         assert!(added.is_empty());
         assert!(is_catch_all_pattern("{default}"));
         assert!(!is_catch_all_pattern("{a}_{b}"));
@@ -184,7 +209,13 @@ mod tests {
 
     #[test]
     fn non_mapping_files_are_refused() {
-        assert!(matches!(render_catalog(&["a"], Some("- a\n- b\n"), false), Err(DeployError::NotAMapping(_))));
-        assert!(matches!(render_catalog(&["a"], Some("a: [\n"), false), Err(DeployError::Yaml(_))));
+        assert!(matches!(
+            render_catalog(&["a"], Some("- a\n- b\n"), false),
+            Err(DeployError::NotAMapping(_))
+        ));
+        assert!(matches!(
+            render_catalog(&["a"], Some("a: [\n"), false),
+            Err(DeployError::Yaml(_))
+        ));
     }
 }

@@ -15,6 +15,9 @@ use super::{DeployError, Result};
 mod lint;
 pub use lint::lint_dockerfile;
 
+/// The default pip requirement: this very version, so the image runs what generated it.
+pub const VINEYARD_REQUIREMENT: &str = concat!("vineyard-kedro==", env!("CARGO_PKG_VERSION"));
+
 /// What `docker init` needs to know about the project.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +34,7 @@ pub struct DockerSpec {
     /// Install `vineyard_requirement` and generate the vineyard catalog.
     #[serde(default = "yes")]
     pub with_vineyard: bool,
-    /// The pip requirement for this package (`vineyard-kedro`, `vineyard-kedro==0.25.0`).
+    /// The pip requirement for this package (default [`VINEYARD_REQUIREMENT`]).
     #[serde(default = "default_vineyard_requirement")]
     pub vineyard_requirement: String,
     /// Kedro environment the catalog is generated into (`-e`).
@@ -52,7 +55,7 @@ fn yes() -> bool {
     true
 }
 fn default_vineyard_requirement() -> String {
-    "vineyard-kedro".into()
+    VINEYARD_REQUIREMENT.into()
 }
 fn default_env() -> String {
     "vineyard".into()
@@ -79,7 +82,9 @@ impl DockerSpec {
 /// Where a project of this Kedro version keeps its requirements:
 /// `src/requirements.txt` for 0.18 and older, `requirements.txt` otherwise.
 pub fn requirements_path(kedro_version: &str) -> &'static str {
-    let mut parts = kedro_version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = kedro_version
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     match (parts.next(), parts.next()) {
         (Some(0), Some(minor)) if minor <= 18 => "src/requirements.txt",
         _ => "requirements.txt",
@@ -100,11 +105,21 @@ enum Word {
 enum Instruction {
     Comment(String),
     Blank,
-    Arg { name: &'static str, default: String },
-    From { image: String, alias: Option<&'static str> },
+    Arg {
+        name: &'static str,
+        default: String,
+    },
+    From {
+        image: String,
+        alias: Option<&'static str>,
+    },
     /// Commands joined with `&&`, one per physical line.
     Run(Vec<Vec<Word>>),
-    Copy { chown: Option<&'static str>, src: String, dest: String },
+    Copy {
+        chown: Option<&'static str>,
+        src: String,
+        dest: String,
+    },
     Workdir(&'static str),
     User(&'static str),
     Expose(u16),
@@ -112,7 +127,9 @@ enum Instruction {
 }
 
 fn is_plain(s: &str, extra: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c) || extra.contains(c))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c) || extra.contains(c))
 }
 
 /// Shell quoting, the one place it happens.
@@ -121,13 +138,22 @@ fn shell_word(w: &Word) -> String {
         Word::Lit(s) if is_plain(s, "") => s.clone(),
         Word::Lit(s) => format!("'{}'", s.replace('\'', r"'\''")),
         Word::Expand(s) if is_plain(s, "${}") => s.clone(),
-        Word::Expand(s) => format!("\"{}\"", s.replace('\\', r"\\").replace('"', "\\\"").replace('`', "\\`")),
+        Word::Expand(s) => format!(
+            "\"{}\"",
+            s.replace('\\', r"\\")
+                .replace('"', "\\\"")
+                .replace('`', "\\`")
+        ),
     }
 }
 
 /// A Dockerfile value (ARG default, COPY path): bare, or JSON-quoted when it has blanks or quotes.
 fn docker_value(s: &str) -> String {
-    if !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\') {
+    if !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\')
+    {
         s.to_string()
     } else {
         serde_json::to_string(s).unwrap_or_default()
@@ -139,10 +165,16 @@ fn render_instruction(i: &Instruction) -> String {
         Instruction::Comment(text) => format!("# {}", text.replace(['\n', '\r'], " ")),
         Instruction::Blank => String::new(),
         Instruction::Arg { name, default } => format!("ARG {name}={}", docker_value(default)),
-        Instruction::From { image, alias: Some(a) } => format!("FROM {image} AS {a}"),
+        Instruction::From {
+            image,
+            alias: Some(a),
+        } => format!("FROM {image} AS {a}"),
         Instruction::From { image, alias: None } => format!("FROM {image}"),
         Instruction::Run(cmds) => {
-            let lines: Vec<String> = cmds.iter().map(|c| c.iter().map(shell_word).collect::<Vec<_>>().join(" ")).collect();
+            let lines: Vec<String> = cmds
+                .iter()
+                .map(|c| c.iter().map(shell_word).collect::<Vec<_>>().join(" "))
+                .collect();
             format!("RUN {}", lines.join(" && \\\n    "))
         }
         Instruction::Copy { chown, src, dest } => {
@@ -150,13 +182,18 @@ fn render_instruction(i: &Instruction) -> String {
             if docker_value(src) == *src && docker_value(dest) == *dest {
                 format!("COPY {flag}{src} {dest}")
             } else {
-                format!("COPY {flag}{}", serde_json::to_string(&[src, dest]).unwrap_or_default())
+                format!(
+                    "COPY {flag}{}",
+                    serde_json::to_string(&[src, dest]).unwrap_or_default()
+                )
             }
         }
         Instruction::Workdir(dir) => format!("WORKDIR {dir}"),
         Instruction::User(user) => format!("USER {user}"),
         Instruction::Expose(port) => format!("EXPOSE {port}"),
-        Instruction::Cmd(argv) => format!("CMD {}", serde_json::to_string(argv).unwrap_or_default()),
+        Instruction::Cmd(argv) => {
+            format!("CMD {}", serde_json::to_string(argv).unwrap_or_default())
+        }
     }
 }
 
@@ -165,9 +202,15 @@ fn lit(words: &[&str]) -> Vec<Word> {
 }
 
 fn check_spec(spec: &DockerSpec) -> Result<()> {
-    let bad = |what: &str, v: &str| DeployError::Invalid(format!("{what} {v:?} is not usable in a Dockerfile"));
+    let bad = |what: &str, v: &str| {
+        DeployError::Invalid(format!("{what} {v:?} is not usable in a Dockerfile"))
+    };
     let image = &spec.base_image;
-    if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'') {
+    if image.is_empty()
+        || image
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+    {
         return Err(bad("base image", image));
     }
     if lint::image_problem(image).is_some() {
@@ -178,7 +221,11 @@ fn check_spec(spec: &DockerSpec) -> Result<()> {
     if spec.requirements.is_empty() || spec.requirements.contains(['\n', '\r']) {
         return Err(bad("requirements path", &spec.requirements));
     }
-    for (what, v) in [("environment", &spec.env), ("pipeline", &spec.pipeline), ("vineyard requirement", &spec.vineyard_requirement)] {
+    for (what, v) in [
+        ("environment", &spec.env),
+        ("pipeline", &spec.pipeline),
+        ("vineyard requirement", &spec.vineyard_requirement),
+    ] {
         if v.is_empty() || v.contains(['\n', '\r']) {
             return Err(bad(what, v));
         }
@@ -189,41 +236,129 @@ fn check_spec(spec: &DockerSpec) -> Result<()> {
 fn instructions(spec: &DockerSpec) -> Vec<Instruction> {
     use Instruction::*;
     let stage = "runtime-environment";
-    let user_args = || [Arg { name: "KEDRO_UID", default: "999".into() }, Arg { name: "KEDRO_GID", default: "0".into() }];
+    let user_args = || {
+        [
+            Arg {
+                name: "KEDRO_UID",
+                default: "999".into(),
+            },
+            Arg {
+                name: "KEDRO_GID",
+                default: "0".into(),
+            },
+        ]
+    };
     let mut v = vec![
-        Comment(format!("Image of the Kedro project {}, generated by `kedro vineyard docker init`.", spec.package_name)),
-        Arg { name: "BASE_IMAGE", default: spec.base_image.clone() },
-        From { image: "${BASE_IMAGE}".into(), alias: Some(stage) },
+        Comment(format!(
+            "Image of the Kedro project {}, generated by `kedro vineyard docker init`.",
+            spec.package_name
+        )),
+        Arg {
+            name: "BASE_IMAGE",
+            default: spec.base_image.clone(),
+        },
+        From {
+            image: "${BASE_IMAGE}".into(),
+            alias: Some(stage),
+        },
         Blank,
         Comment("install project requirements".into()),
-        Copy { chown: None, src: spec.requirements.clone(), dest: "/tmp/requirements.txt".into() },
-        Run(vec![lit(&["pip", "install", "--no-cache-dir", "-r", "/tmp/requirements.txt"]), lit(&["rm", "-f", "/tmp/requirements.txt"])]),
+        Copy {
+            chown: None,
+            src: spec.requirements.clone(),
+            dest: "/tmp/requirements.txt".into(),
+        },
+        Run(vec![
+            lit(&[
+                "pip",
+                "install",
+                "--no-cache-dir",
+                "-r",
+                "/tmp/requirements.txt",
+            ]),
+            lit(&["rm", "-f", "/tmp/requirements.txt"]),
+        ]),
     ];
     if spec.with_vineyard {
-        v.push(Comment("vineyard-kedro: VineyardDataSet, runners and `kedro vineyard`".into()));
-        v.push(Run(vec![vec![Word::Lit("pip".into()), Word::Lit("install".into()), Word::Lit("--no-cache-dir".into()), Word::Lit(spec.vineyard_requirement.clone())]]));
+        v.push(Comment(
+            "vineyard-kedro: VineyardDataSet, runners and `kedro vineyard`".into(),
+        ));
+        v.push(Run(vec![vec![
+            Word::Lit("pip".into()),
+            Word::Lit("install".into()),
+            Word::Lit("--no-cache-dir".into()),
+            Word::Lit(spec.vineyard_requirement.clone()),
+        ]]));
     }
     v.extend([Blank, Comment("add kedro user".into())]);
     v.extend(user_args());
     let exp = |s: &str| Word::Expand(s.into());
     v.extend([
         Run(vec![
-            vec![Word::Lit("groupadd".into()), Word::Lit("-f".into()), Word::Lit("-g".into()), exp("${KEDRO_GID}"), Word::Lit("kedro_group".into())],
-            [lit(&["useradd", "-m", "-d", "/home/kedro_docker", "-s", "/bin/bash", "-g"]), vec![exp("${KEDRO_GID}"), Word::Lit("-u".into()), exp("${KEDRO_UID}"), Word::Lit("kedro_docker".into())]].concat(),
+            vec![
+                Word::Lit("groupadd".into()),
+                Word::Lit("-f".into()),
+                Word::Lit("-g".into()),
+                exp("${KEDRO_GID}"),
+                Word::Lit("kedro_group".into()),
+            ],
+            [
+                lit(&[
+                    "useradd",
+                    "-l",
+                    "-m",
+                    "-d",
+                    "/home/kedro_docker",
+                    "-s",
+                    "/bin/bash",
+                    "-g",
+                ]),
+                vec![
+                    exp("${KEDRO_GID}"),
+                    Word::Lit("-u".into()),
+                    exp("${KEDRO_UID}"),
+                    Word::Lit("kedro_docker".into()),
+                ],
+            ]
+            .concat(),
         ]),
         Blank,
         Workdir("/home/kedro_docker"),
-        User("kedro_docker"),
+        Comment("numeric, so that Kubernetes' runAsNonRoot can check it".into()),
+        User("${KEDRO_UID}:${KEDRO_GID}"),
         Blank,
-        From { image: stage.into(), alias: None },
+        From {
+            image: stage.into(),
+            alias: None,
+        },
         Blank,
         Comment("copy the whole project except what is in .dockerignore".into()),
     ]);
     v.extend(user_args());
-    v.extend([Copy { chown: Some("${KEDRO_UID}:${KEDRO_GID}"), src: ".".into(), dest: ".".into() }, Blank, Expose(8888), Blank]);
+    v.extend([
+        Copy {
+            chown: Some("${KEDRO_UID}:${KEDRO_GID}"),
+            src: ".".into(),
+            dest: ".".into(),
+        },
+        Blank,
+        Expose(8888),
+        Blank,
+    ]);
     if spec.with_vineyard {
-        v.push(Comment("VineyardDataSet entries for the pipeline's intermediate datasets".into()));
-        v.push(Run(vec![lit(&["kedro", "vineyard", "catalog", "create", "-p", &spec.pipeline, "-e", &spec.env])]));
+        v.push(Comment(
+            "VineyardDataSet entries for the pipeline's intermediate datasets".into(),
+        ));
+        v.push(Run(vec![lit(&[
+            "kedro",
+            "vineyard",
+            "catalog",
+            "create",
+            "-p",
+            &spec.pipeline,
+            "-e",
+            &spec.env,
+        ])]));
         v.push(Blank);
     }
     v.push(Cmd(vec!["kedro", "run"]));
@@ -281,9 +416,20 @@ pub fn render_dockerignore() -> String {
 /// The `docker build` command line for a project (argv, no shell): build
 /// args for the user and base image, the tag, extra `docker_args` (already
 /// split, as `shlex.split` does), and the build context last.
-pub fn docker_build_command(image: &str, uid: u32, gid: u32, base_image: &str, docker_args: &[String], context: &str) -> Vec<String> {
+pub fn docker_build_command(
+    image: &str,
+    uid: u32,
+    gid: u32,
+    base_image: &str,
+    docker_args: &[String],
+    context: &str,
+) -> Vec<String> {
     let mut cmd: Vec<String> = vec!["docker".into(), "build".into()];
-    for (k, v) in [("KEDRO_UID", uid.to_string()), ("KEDRO_GID", gid.to_string()), ("BASE_IMAGE", base_image.to_string())] {
+    for (k, v) in [
+        ("KEDRO_UID", uid.to_string()),
+        ("KEDRO_GID", gid.to_string()),
+        ("BASE_IMAGE", base_image.to_string()),
+    ] {
         cmd.push("--build-arg".into());
         cmd.push(format!("{k}={v}"));
     }
@@ -294,84 +440,4 @@ pub fn docker_build_command(image: &str, uid: u32, gid: u32, base_image: &str, d
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rendered_dockerfile_follows_kedro_docker() {
-        let text = render_dockerfile(&DockerSpec::new("iris")).unwrap();
-        assert!(text.starts_with("# Image of the Kedro project iris"));
-        assert!(text.contains("ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE} AS runtime-environment\n"));
-        assert!(text.contains("COPY requirements.txt /tmp/requirements.txt\n"));
-        assert!(text.contains("RUN pip install --no-cache-dir -r /tmp/requirements.txt && \\\n    rm -f /tmp/requirements.txt\n"));
-        assert!(text.contains("RUN pip install --no-cache-dir vineyard-kedro\n"));
-        assert!(text.contains("useradd -m -d /home/kedro_docker -s /bin/bash -g ${KEDRO_GID} -u ${KEDRO_UID} kedro_docker\n"));
-        assert!(text.contains("USER kedro_docker\n"));
-        assert!(text.contains("COPY --chown=${KEDRO_UID}:${KEDRO_GID} . .\n"));
-        assert!(text.contains("RUN kedro vineyard catalog create -p __default__ -e vineyard\n"));
-        assert!(text.ends_with("CMD [\"kedro\",\"run\"]\n"));
-        assert_eq!(lint_dockerfile(&text), Vec::<String>::new());
-    }
-
-    #[test]
-    fn without_vineyard_nothing_of_vineyard_remains() {
-        let spec = DockerSpec { with_vineyard: false, requirements: "src/requirements.txt".into(), ..DockerSpec::new("p") };
-        let text = render_dockerfile(&spec).unwrap();
-        assert!(!text.contains("vineyard"), "{text}");
-        assert!(text.contains("COPY src/requirements.txt /tmp/requirements.txt\n"));
-        assert_eq!(lint_dockerfile(&text), Vec::<String>::new());
-    }
-
-    #[test]
-    fn odd_values_are_quoted_once() {
-        let spec = DockerSpec {
-            vineyard_requirement: "vineyard-kedro>=0.25".into(),
-            pipeline: "data science".into(),
-            env: "it's".into(),
-            requirements: "my reqs.txt".into(),
-            ..DockerSpec::new("p")
-        };
-        let text = render_dockerfile(&spec).unwrap();
-        assert!(text.contains("pip install --no-cache-dir 'vineyard-kedro>=0.25'\n"));
-        assert!(text.contains("create -p 'data science' -e 'it'\\''s'\n"), "{text}");
-        assert!(text.contains("COPY [\"my reqs.txt\",\"/tmp/requirements.txt\"]\n"));
-        assert_eq!(lint_dockerfile(&text), Vec::<String>::new());
-        assert_eq!(shell_word(&Word::Expand("a ${X}\"".into())), "\"a ${X}\\\"\"");
-    }
-
-    #[test]
-    fn untagged_or_latest_base_images_are_refused() {
-        for image in ["python", "python:latest", "my registry/python:3.11", ""] {
-            let spec = DockerSpec { base_image: image.into(), ..DockerSpec::new("p") };
-            assert!(render_dockerfile(&spec).is_err(), "{image}");
-        }
-        for image in ["python:3.10-slim", "localhost:5000/py:3.11", "python@sha256:abc"] {
-            let spec = DockerSpec { base_image: image.into(), ..DockerSpec::new("p") };
-            assert!(render_dockerfile(&spec).is_ok(), "{image}");
-        }
-    }
-
-    #[test]
-    fn requirements_location_depends_on_kedro_version() {
-        assert_eq!(requirements_path("0.18.14"), "src/requirements.txt");
-        assert_eq!(requirements_path("0.19.3"), "requirements.txt");
-        assert_eq!(requirements_path("1.7.0"), "requirements.txt");
-    }
-
-    #[test]
-    fn dockerignore_keeps_raw_data_and_drops_credentials() {
-        let text = render_dockerignore();
-        assert!(text.lines().any(|l| l == "!data/01_raw"));
-        assert!(text.lines().any(|l| l == "conf/**/*credentials*"));
-        assert!(text.lines().any(|l| l == "conf/local"));
-    }
-
-    #[test]
-    fn build_command_puts_the_context_last() {
-        let cmd = docker_build_command("iris:1", 1000, 1000, "python:3.11-slim", &["--no-cache".into()], "/p");
-        assert_eq!(
-            cmd,
-            ["docker", "build", "--build-arg", "KEDRO_UID=1000", "--build-arg", "KEDRO_GID=1000", "--build-arg", "BASE_IMAGE=python:3.11-slim", "-t", "iris:1", "--no-cache", "/p"]
-        );
-    }
-}
+mod tests;

@@ -37,7 +37,8 @@ pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= MAX_LABEL
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -137,8 +138,14 @@ mod tests {
     #[test]
     fn ordinary_names_are_cleaned_readably() {
         assert_eq!(dns_label("split_data_node"), "split-data-node");
-        assert_eq!(dns_label("data_processing.Preprocess"), "data-processing-preprocess");
-        assert_eq!(dns_label("split([example_iris_data,parameters]) -> [X_train]"), "split-example-iris-data-parameters-x-train");
+        assert_eq!(
+            dns_label("data_processing.Preprocess"),
+            "data-processing-preprocess"
+        );
+        assert_eq!(
+            dns_label("split([example_iris_data,parameters]) -> [X_train]"),
+            "split-example-iris-data-parameters-x-train"
+        );
         assert_eq!(dns_label("__init__"), "init");
         assert_eq!(dns_label("数据"), "node");
         assert_eq!(dns_label("größe"), "gr-e");

@@ -76,7 +76,11 @@ impl PyBlob {
     }
 
     fn __repr__(&self) -> String {
-        format!("Blob({}, {} bytes)", self.lease.bytes.id(), self.lease.bytes.len())
+        format!(
+            "Blob({}, {} bytes)",
+            self.lease.bytes.id(),
+            self.lease.bytes.len()
+        )
     }
 }
 
@@ -120,7 +124,11 @@ impl PyClient {
 
     /// Runs `f` on a connected client with the GIL released. A connection
     /// broken by the call is dropped so the next call reconnects.
-    fn with<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut State) -> crate::Result<T> + Send) -> PyResult<T> {
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut State) -> crate::Result<T> + Send,
+    ) -> PyResult<T> {
         py.detach(|| {
             let mut st = self.lock();
             if st.client.is_none() {
@@ -140,7 +148,9 @@ impl PyClient {
 }
 
 fn client(st: &mut State) -> crate::Result<&mut Client> {
-    st.client.as_mut().ok_or_else(|| Error::Usage("not connected".into()))
+    st.client
+        .as_mut()
+        .ok_or_else(|| Error::Usage("not connected".into()))
 }
 
 /// Sends the deferred deletes whose blobs are no longer viewed (all of them
@@ -151,7 +161,10 @@ fn flush_deferred(st: &mut State, all: bool) {
     }
     let pending = std::mem::take(&mut st.deferred);
     for d in pending {
-        let viewed = !all && d.blobs.iter().any(|b| st.live.get(b).is_some_and(|w| w.strong_count() > 0));
+        let viewed = !all
+            && d.blobs
+                .iter()
+                .any(|b| st.live.get(b).is_some_and(|w| w.strong_count() > 0));
         if viewed {
             st.deferred.push(d);
         } else if let Some(c) = st.client.as_mut() {
@@ -169,8 +182,15 @@ fn delete_ids(st: &mut State, ids: &[ObjectId], force: bool) -> crate::Result<us
     let mut deferred = 0;
     for id in ids {
         let blobs = metas.get(id).map(|m| m.blob_ids()).unwrap_or_default();
-        if blobs.iter().any(|b| st.live.get(b).is_some_and(|w| w.strong_count() > 0)) {
-            st.deferred.push(Deferred { id: *id, blobs, force });
+        if blobs
+            .iter()
+            .any(|b| st.live.get(b).is_some_and(|w| w.strong_count() > 0))
+        {
+            st.deferred.push(Deferred {
+                id: *id,
+                blobs,
+                force,
+            });
             deferred += 1;
         } else {
             now.push(*id);
@@ -188,13 +208,23 @@ fn source_of(obj: &Bound<'_, PyAny>) -> PyResult<Source> {
         return match t.len() {
             2 => {
                 let (ptr, len): (usize, usize) = t.extract()?;
-                Ok(Source::Contiguous { ptr: ptr as *const u8, len })
+                Ok(Source::Contiguous {
+                    ptr: ptr as *const u8,
+                    len,
+                })
             }
             4 => {
                 let (ptr, itemsize, count, stride): (usize, usize, usize, isize) = t.extract()?;
-                Ok(Source::Strided { ptr: ptr as *const u8, itemsize, count, stride })
+                Ok(Source::Strided {
+                    ptr: ptr as *const u8,
+                    itemsize,
+                    count,
+                    stride,
+                })
             }
-            n => Err(PyValueError::new_err(format!("a buffer tuple has 2 or 4 items, not {n}"))),
+            n => Err(PyValueError::new_err(format!(
+                "a buffer tuple has 2 or 4 items, not {n}"
+            ))),
         };
     }
     Err(PyTypeError::new_err(format!(
@@ -212,12 +242,19 @@ impl PyClient {
     /// Connects lazily to the vineyardd at `socket`.
     #[new]
     #[pyo3(signature = (socket, connect_timeout = 2.0, read_timeout = 300.0, write_timeout = 60.0))]
-    fn new(socket: PathBuf, connect_timeout: f64, read_timeout: Option<f64>, write_timeout: Option<f64>) -> PyResult<Self> {
+    fn new(
+        socket: PathBuf,
+        connect_timeout: f64,
+        read_timeout: Option<f64>,
+        write_timeout: Option<f64>,
+    ) -> PyResult<Self> {
         let secs = |s: f64| {
             if s.is_finite() && s > 0.0 {
                 Ok(Duration::from_secs_f64(s))
             } else {
-                Err(PyValueError::new_err(format!("timeouts must be positive seconds, got {s}")))
+                Err(PyValueError::new_err(format!(
+                    "timeouts must be positive seconds, got {s}"
+                )))
             }
         };
         let timeouts = Timeouts {
@@ -225,8 +262,17 @@ impl PyClient {
             read: read_timeout.map(secs).transpose()?,
             write: write_timeout.map(secs).transpose()?,
         };
-        let state = State { client: None, pid: std::process::id(), live: HashMap::new(), deferred: Vec::new() };
-        Ok(PyClient { socket, timeouts, state: Mutex::new(state) })
+        let state = State {
+            client: None,
+            pid: std::process::id(),
+            live: HashMap::new(),
+            deferred: Vec::new(),
+        };
+        Ok(PyClient {
+            socket,
+            timeouts,
+            state: Mutex::new(state),
+        })
     }
 
     /// The socket path.
@@ -245,9 +291,19 @@ impl PyClient {
     /// The object that `name` pointed to before is deleted (deferred while
     /// viewed here).
     #[pyo3(signature = (tree, buffers, name = None, persist = true))]
-    fn put(&self, py: Python<'_>, tree: &Bound<'_, PyAny>, buffers: Vec<Bound<'_, PyAny>>, name: Option<String>, persist: bool) -> PyResult<(u64, Option<u64>, u64)> {
+    fn put(
+        &self,
+        py: Python<'_>,
+        tree: &Bound<'_, PyAny>,
+        buffers: Vec<Bound<'_, PyAny>>,
+        name: Option<String>,
+        persist: bool,
+    ) -> PyResult<(u64, Option<u64>, u64)> {
         let tree = to_json(tree)?;
-        let sources = buffers.iter().map(source_of).collect::<PyResult<Vec<_>>>()?;
+        let sources = buffers
+            .iter()
+            .map(source_of)
+            .collect::<PyResult<Vec<_>>>()?;
         let opts = PutOptions { persist, name };
         // `buffers` stays alive (and referenced) until we return.
         let res = self.with(py, move |st| {
@@ -265,7 +321,12 @@ impl PyClient {
     /// Loads an object: `(id, meta_dict, {blob_id: Blob})`. Objects held by
     /// another instance are migrated first.
     #[pyo3(signature = (id = None, name = None))]
-    fn get<'py>(&self, py: Python<'py>, id: Option<u64>, name: Option<String>) -> PyResult<(u64, Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        id: Option<u64>,
+        name: Option<String>,
+    ) -> PyResult<(u64, Bound<'py, PyAny>, Bound<'py, PyDict>)> {
         let fetched = self.with(py, move |st| {
             let id = match (id, &name) {
                 (Some(id), _) => oid(id),
@@ -297,14 +358,20 @@ impl PyClient {
 
     /// The metadata tree of an object.
     #[pyo3(signature = (id, sync_remote = false))]
-    fn get_meta<'py>(&self, py: Python<'py>, id: u64, sync_remote: bool) -> PyResult<Bound<'py, PyAny>> {
+    fn get_meta<'py>(
+        &self,
+        py: Python<'py>,
+        id: u64,
+        sync_remote: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let meta = self.with(py, move |st| client(st)?.get_meta(oid(id), sync_remote))?;
         to_py(py, &meta.into_value())
     }
 
     /// Resolves a name to an object id, or None.
     fn resolve(&self, py: Python<'_>, name: String) -> PyResult<Option<u64>> {
-        self.with(py, move |st| client(st)?.try_get_name(&name)).map(|o| o.map(ObjectId::value))
+        self.with(py, move |st| client(st)?.try_get_name(&name))
+            .map(|o| o.map(ObjectId::value))
     }
 
     /// Names a (persisted) object.
@@ -319,14 +386,26 @@ impl PyClient {
 
     /// `[(name, id)]` of names matching a glob.
     #[pyo3(signature = (pattern = "*".to_string(), regex = false, limit = 1 << 20))]
-    fn list_names(&self, py: Python<'_>, pattern: String, regex: bool, limit: usize) -> PyResult<Vec<(String, u64)>> {
+    fn list_names(
+        &self,
+        py: Python<'_>,
+        pattern: String,
+        regex: bool,
+        limit: usize,
+    ) -> PyResult<Vec<(String, u64)>> {
         let v = self.with(py, move |st| client(st)?.list_names(&pattern, regex, limit))?;
         Ok(v.into_iter().map(|(n, i)| (n, i.value())).collect())
     }
 
     /// `{id: meta}` of objects whose typename matches a glob.
     #[pyo3(signature = (pattern = "*".to_string(), regex = false, limit = 1 << 20))]
-    fn list_data<'py>(&self, py: Python<'py>, pattern: String, regex: bool, limit: usize) -> PyResult<Bound<'py, PyDict>> {
+    fn list_data<'py>(
+        &self,
+        py: Python<'py>,
+        pattern: String,
+        regex: bool,
+        limit: usize,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let v = self.with(py, move |st| client(st)?.list_data(&pattern, regex, limit))?;
         let d = PyDict::new(py);
         for (id, meta) in v {

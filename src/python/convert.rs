@@ -17,12 +17,16 @@ pub fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
         if let Ok(u) = obj.extract::<u64>() {
             return Ok(Value::Number(u.into()));
         }
-        let i: i64 = obj.extract().map_err(|_| PyTypeError::new_err("integer does not fit in 64 bits"))?;
+        let i: i64 = obj
+            .extract()
+            .map_err(|_| PyTypeError::new_err("integer does not fit in 64 bits"))?;
         return Ok(Value::Number(i.into()));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         let v = f.value();
-        return Number::from_f64(v).map(Value::Number).ok_or_else(|| PyTypeError::new_err("metadata floats must be finite"));
+        return Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| PyTypeError::new_err("metadata floats must be finite"));
     }
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(Value::String(s.to_str()?.to_owned()));
@@ -30,18 +34,31 @@ pub fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     if let Ok(d) = obj.cast::<PyDict>() {
         let mut m = Map::new();
         for (k, v) in d.iter() {
-            let k: String = k.extract().map_err(|_| PyTypeError::new_err("metadata keys must be str"))?;
+            let k: String = k
+                .extract()
+                .map_err(|_| PyTypeError::new_err("metadata keys must be str"))?;
             m.insert(k, to_json(&v)?);
         }
         return Ok(Value::Object(m));
     }
     if let Ok(l) = obj.cast::<PyList>() {
-        return l.iter().map(|v| to_json(&v)).collect::<PyResult<Vec<_>>>().map(Value::Array);
+        return l
+            .iter()
+            .map(|v| to_json(&v))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Value::Array);
     }
     if let Ok(t) = obj.cast::<PyTuple>() {
-        return t.iter().map(|v| to_json(&v)).collect::<PyResult<Vec<_>>>().map(Value::Array);
+        return t
+            .iter()
+            .map(|v| to_json(&v))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Value::Array);
     }
-    Err(PyTypeError::new_err(format!("cannot put a {} into object metadata", obj.get_type().name()?)))
+    Err(PyTypeError::new_err(format!(
+        "cannot put a {} into object metadata",
+        obj.get_type().name()?
+    )))
 }
 
 /// Converts JSON to Python objects.
@@ -60,7 +77,10 @@ pub fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
         }
         Value::String(s) => PyString::new(py, s).into_any(),
         Value::Array(a) => {
-            let items = a.iter().map(|x| to_py(py, x)).collect::<PyResult<Vec<_>>>()?;
+            let items = a
+                .iter()
+                .map(|x| to_py(py, x))
+                .collect::<PyResult<Vec<_>>>()?;
             PyList::new(py, items)?.into_any()
         }
         Value::Object(m) => {

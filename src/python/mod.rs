@@ -6,6 +6,7 @@
 
 mod client;
 mod convert;
+mod deploy;
 mod errors;
 mod server;
 
@@ -22,9 +23,15 @@ mod _core {
     #[pymodule_export]
     use super::client::{PyBlob, PyClient};
     #[pymodule_export]
+    use super::deploy::{
+        argo_file_name, check_workflow, docker_build_command, lint_dockerfile, render_argo,
+        render_catalog, render_dockerfile, render_dockerignore, requirements_path,
+        run_cli_captured,
+    };
+    #[pymodule_export]
     use super::errors::{
-        ConnectError, LaunchError, LayoutError, MigrationError, ObjectNotFoundError, ProtocolError, ServerError,
-        StoreFullError, UnsupportedValueError, VineyardError,
+        ConnectError, LaunchError, LayoutError, MigrationError, ObjectNotFoundError, ProtocolError,
+        ServerError, StoreFullError, UnsupportedValueError, VineyardError,
     };
     #[pymodule_export]
     use super::run_cli;

@@ -14,7 +14,9 @@ use crate::server::{self, Meta, Server, ServerOptions};
 #[pyfunction]
 #[pyo3(signature = (binary = None, site_dirs = Vec::new()))]
 pub fn find_vineyardd(binary: Option<PathBuf>, site_dirs: Vec<PathBuf>) -> PyResult<String> {
-    Ok(server::find_vineyardd(binary.as_deref(), &site_dirs)?.display().to_string())
+    Ok(server::find_vineyardd(binary.as_deref(), &site_dirs)?
+        .display()
+        .to_string())
 }
 
 /// A running vineyardd in a private 0700 directory; stopped by `stop()` or
@@ -51,7 +53,10 @@ impl PyServer {
             site_dirs,
             size,
             meta: match etcd_endpoint {
-                Some(endpoint) => Meta::Etcd { endpoint, prefix: etcd_prefix },
+                Some(endpoint) => Meta::Etcd {
+                    endpoint,
+                    prefix: etcd_prefix,
+                },
                 None => Meta::Local,
             },
             rpc_port,
@@ -63,7 +68,11 @@ impl PyServer {
         let server = py.detach(|| Server::start(&opts))?;
         let socket = server.socket().display().to_string();
         let dir = server.dir().display().to_string();
-        Ok(PyServer { inner: Mutex::new(Some(server)), socket, dir })
+        Ok(PyServer {
+            inner: Mutex::new(Some(server)),
+            socket,
+            dir,
+        })
     }
 
     /// The IPC socket path.
@@ -86,12 +95,19 @@ impl PyServer {
 
     /// True while the process runs.
     fn is_running(&self) -> bool {
-        self.inner.lock().map(|mut g| g.as_mut().is_some_and(Server::is_running)).unwrap_or(false)
+        self.inner
+            .lock()
+            .map(|mut g| g.as_mut().is_some_and(Server::is_running))
+            .unwrap_or(false)
     }
 
     /// The last lines vineyardd wrote to stderr.
     fn log_tail(&self) -> String {
-        self.inner.lock().ok().and_then(|g| g.as_ref().map(Server::log_tail)).unwrap_or_default()
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(Server::log_tail))
+            .unwrap_or_default()
     }
 
     /// SIGTERM, then SIGKILL after a grace period; removes the directory.

@@ -6,8 +6,24 @@
 use std::collections::HashMap;
 
 const KNOWN: &[&str] = &[
-    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER",
-    "VOLUME", "WORKDIR",
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
 ];
 
 /// Why an image reference is not pinned, if it is not.
@@ -55,7 +71,9 @@ fn logical_lines(text: &str) -> Vec<(usize, String)> {
 fn expand(s: &str, vars: &HashMap<String, String>) -> String {
     let mut out = s.to_string();
     for (k, v) in vars {
-        out = out.replace(&format!("${{{k}}}"), v).replace(&format!("${k}"), v);
+        out = out
+            .replace(&format!("${{{k}}}"), v)
+            .replace(&format!("${k}"), v);
     }
     out
 }
@@ -65,8 +83,9 @@ fn references(text: &str, name: &str) -> bool {
     if text.contains(&format!("${{{name}}}")) || text.contains(&format!("${{{name}:")) {
         return true;
     }
-    text.match_indices(&format!("${name}"))
-        .any(|(i, m)| !text[i + m.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
+    text.match_indices(&format!("${name}")).any(|(i, m)| {
+        !text[i + m.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+    })
 }
 
 fn is_root(user: &str) -> bool {
@@ -86,7 +105,9 @@ pub fn lint_dockerfile(text: &str) -> Vec<String> {
     let mut cmds = 0;
     let mut user_at_cmd: Option<Option<String>> = None;
     for (idx, (n, line)) in lines.iter().enumerate() {
-        let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line.as_str(), ""));
+        let (word, rest) = line
+            .split_once(char::is_whitespace)
+            .unwrap_or((line.as_str(), ""));
         let (keyword, rest) = (word.to_ascii_uppercase(), rest.trim());
         if !KNOWN.contains(&keyword.as_str()) {
             problems.push(format!("line {n}: unknown instruction {word}"));
@@ -104,9 +125,19 @@ pub fn lint_dockerfile(text: &str) -> Vec<String> {
                 if let (false, Some(d)) = (seen_from, default) {
                     global_args.insert(name.into(), d.into());
                 }
-                let stage_end = lines[idx + 1..].iter().position(|(_, l)| l.to_ascii_uppercase().starts_with("FROM ")).map_or(lines.len(), |p| idx + 1 + p);
-                let scope = if seen_from { &lines[idx + 1..stage_end] } else { &lines[idx + 1..] };
-                let used = scope.iter().any(|(_, l)| (seen_from || l.to_ascii_uppercase().starts_with("FROM ")) && references(l, name));
+                let stage_end = lines[idx + 1..]
+                    .iter()
+                    .position(|(_, l)| l.to_ascii_uppercase().starts_with("FROM "))
+                    .map_or(lines.len(), |p| idx + 1 + p);
+                let scope = if seen_from {
+                    &lines[idx + 1..stage_end]
+                } else {
+                    &lines[idx + 1..]
+                };
+                let used = scope.iter().any(|(_, l)| {
+                    (seen_from || l.to_ascii_uppercase().starts_with("FROM "))
+                        && references(l, name)
+                });
                 if !used {
                     problems.push(format!("line {n}: ARG {name} is never used"));
                 }
@@ -126,7 +157,9 @@ pub fn lint_dockerfile(text: &str) -> Vec<String> {
                 } else {
                     user = None;
                     if image.contains('$') {
-                        problems.push(format!("line {n}: base image {image} depends on an ARG without a default"));
+                        problems.push(format!(
+                            "line {n}: base image {image} depends on an ARG without a default"
+                        ));
                     } else if let Some(p) = image_problem(&image) {
                         problems.push(format!("line {n}: {p}"));
                     }
@@ -140,7 +173,9 @@ pub fn lint_dockerfile(text: &str) -> Vec<String> {
             "CMD" => {
                 cmds += 1;
                 if !matches!(serde_json::from_str::<Vec<String>>(rest), Ok(v) if !v.is_empty()) {
-                    problems.push(format!("line {n}: CMD is not in JSON form (a non-empty array of strings)"));
+                    problems.push(format!(
+                        "line {n}: CMD is not in JSON form (a non-empty array of strings)"
+                    ));
                 }
                 user_at_cmd = Some(user.clone());
             }
@@ -156,20 +191,30 @@ pub fn lint_dockerfile(text: &str) -> Vec<String> {
     }
     match (cmds, user_at_cmd) {
         (0, _) | (_, None) => problems.push("no CMD: the image does not say what it runs".into()),
-        (_, Some(None)) => problems.push("no USER before CMD: the container would run as root".into()),
+        (_, Some(None)) => {
+            problems.push("no USER before CMD: the container would run as root".into())
+        }
         (_, Some(Some(u))) if is_root(&u) => problems.push(format!("USER {u} before CMD is root")),
         _ => {}
     }
     if cmds > 1 {
-        problems.push(format!("{cmds} CMD instructions: only the last one takes effect"));
+        problems.push(format!(
+            "{cmds} CMD instructions: only the last one takes effect"
+        ));
     }
     problems
 }
 
 /// The alias of the stage the last line belongs to, if it has one.
 fn current_alias(lines: &[(usize, String)]) -> Option<String> {
-    let (_, from) = lines.iter().rev().find(|(_, l)| l.to_ascii_uppercase().starts_with("FROM "))?;
-    let parts: Vec<&str> = from.split_whitespace().filter(|p| !p.starts_with("--")).collect();
+    let (_, from) = lines
+        .iter()
+        .rev()
+        .find(|(_, l)| l.to_ascii_uppercase().starts_with("FROM "))?;
+    let parts: Vec<&str> = from
+        .split_whitespace()
+        .filter(|p| !p.starts_with("--"))
+        .collect();
     match parts.as_slice() {
         [_, _, a, name] if a.eq_ignore_ascii_case("as") => Some((*name).to_string()),
         _ => None,
@@ -193,18 +238,33 @@ mod tests {
             let p = lint_dockerfile(text);
             assert!(p.iter().any(|m| m.contains(what)), "{what:?} not in {p:?}");
         };
-        has("RUN true\nFROM python:3.11\nUSER a\nCMD [\"x\"]\n", "before the first FROM");
+        has(
+            "RUN true\nFROM python:3.11\nUSER a\nCMD [\"x\"]\n",
+            "before the first FROM",
+        );
         has("FROM python\nUSER a\nCMD [\"x\"]\n", "has no tag");
-        has("ARG B=python:latest\nFROM $B\nUSER a\nCMD [\"x\"]\n", "`latest`");
+        has(
+            "ARG B=python:latest\nFROM $B\nUSER a\nCMD [\"x\"]\n",
+            "`latest`",
+        );
         has("ARG B\nFROM $B\nUSER a\nCMD [\"x\"]\n", "without a default");
-        has("FROM python:3.11\nARG X=1\nUSER a\nCMD [\"x\"]\n", "ARG X is never used");
+        has(
+            "FROM python:3.11\nARG X=1\nUSER a\nCMD [\"x\"]\n",
+            "ARG X is never used",
+        );
         has("FROM python:3.11\nCMD [\"x\"]\n", "no USER before CMD");
         has("FROM python:3.11\nUSER root\nCMD [\"x\"]\n", "is root");
         has("FROM python:3.11\nUSER 0:0\nCMD [\"x\"]\n", "is root");
         has("FROM python:3.11\nUSER a\nCMD kedro run\n", "JSON form");
         has("FROM python:3.11\nUSER a\n", "no CMD");
-        has("FROM python:3.11\nUSER a\nCMD [\"x\"]\nCMD [\"y\"]\n", "2 CMD");
-        has("FROM python:3.11\nUSR a\nCMD [\"x\"]\n", "unknown instruction");
+        has(
+            "FROM python:3.11\nUSER a\nCMD [\"x\"]\nCMD [\"y\"]\n",
+            "2 CMD",
+        );
+        has(
+            "FROM python:3.11\nUSR a\nCMD [\"x\"]\n",
+            "unknown instruction",
+        );
         has("# only a comment\n", "no FROM");
     }
 

@@ -1,0 +1,221 @@
+"""numpy arrays as ``vineyard::Tensor<T>`` (protocol section 11.1).
+
+Layout (exactly the official Python client's)::
+
+    {"typename": "vineyard::Tensor<double>", "value_type_": "float64",
+     "value_type_meta_": "<f8", "shape_": "[2, 3]", "partition_index_": "[]",
+     "order_": "\\"C\\"", "nbytes": 48, "buffer_": <blob, C-order bytes>}
+
+* The blob always holds the elements in C (row-major) order. A Fortran-ordered
+  array records ``order_ "F"`` and comes back Fortran-ordered (the only case
+  that copies, on save and on load).
+* numeric, bool, float16, complex, datetime64 and timedelta64 of every unit
+  are stored this way; loads are zero-copy read-only views of the blob.
+* object arrays: ``vineyard::Tensor<object>`` whose ``buffer_`` blob is an
+  in-band pickle (protocol 5), as the official client writes them.
+* Arrays the layout cannot carry (numpy strings, structured or non-native byte
+  order dtypes, subclasses) go through the pickle codec (their buffers travel
+  out of band, so they are still copied once and loaded zero-copy).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+from typing import Any
+
+import numpy as np
+
+from .registry import EXTRA, LayoutError, Reader, Writer, decoder, jdump, jload, shape_of, typename
+
+#: numpy names whose C++ spelling the official client uses in the typename.
+_CPP_NAME = {"int32": "int", "float32": "float", "float64": "double"}
+
+#: Every spelling of an element type seen in typenames or ``value_type_``
+#: (Python and C++ writers), to the numpy dtype name.
+ALIASES = {
+    "bool": "bool",
+    "int8": "int8", "int8_t": "int8", "char": "int8", "byte": "int8", "i8": "int8",
+    "uint8": "uint8", "uint8_t": "uint8", "unsigned char": "uint8", "u8": "uint8",
+    "int16": "int16", "int16_t": "int16", "short": "int16", "i16": "int16",
+    "uint16": "uint16", "uint16_t": "uint16", "unsigned short": "uint16", "u16": "uint16",
+    "int": "int32", "int32": "int32", "int32_t": "int32", "i32": "int32",
+    "uint": "uint32", "uint32": "uint32", "uint32_t": "uint32", "uint_t": "uint32", "unsigned int": "uint32", "u32": "uint32",
+    "int64": "int64", "int64_t": "int64", "i64": "int64", "long": "int64", "long long": "int64", "long int": "int64",
+    "uint64": "uint64", "uint64_t": "uint64", "u64": "uint64", "unsigned long": "uint64", "unsigned long long": "uint64",
+    "float16": "float16", "half": "float16", "halffloat": "float16",
+    "float": "float32", "float32": "float32",
+    "double": "float64", "float64": "float64",
+    "complex64": "complex64", "complex128": "complex128",
+}  # fmt: skip
+STRING_TYPES = frozenset({"string", "std::string", "str", "std::__1::string", "std::__cxx11::string", "large_string", "utf8"})
+_TIME = re.compile(r"^(datetime64|timedelta64)(\[(Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as)\])?$")
+#: dtype kinds a Tensor may hold as raw bytes.
+RAW_KINDS = frozenset("biufcmM")
+
+
+def tensor_typename(dtype: np.dtype) -> str:
+    return f"vineyard::Tensor<{_CPP_NAME.get(dtype.name, dtype.name)}>"
+
+
+def is_raw(dtype: np.dtype) -> bool:
+    """True for dtypes stored as raw bytes in a Tensor (and viewed on load)."""
+    return dtype.kind in RAW_KINDS and dtype.isnative and dtype.fields is None and dtype.subdtype is None
+
+
+def safe_dtype(spec: Any) -> np.dtype | None:
+    """A numpy dtype for an element spelling, if it is one we may view raw
+    memory as (never object, structured or sub-array dtypes)."""
+    if not isinstance(spec, str) or len(spec) > 40:
+        return None
+    name = ALIASES.get(spec.strip())
+    if name is not None:
+        return np.dtype(name)
+    if _TIME.match(spec):
+        return np.dtype(spec)
+    if re.match(r"^[<>|=]?[biufcmM]\d*(\[\w+\])?$", spec):
+        try:
+            d = np.dtype(spec)
+        except Exception:  # noqa: BLE001 - any refusal means "not a dtype"
+            return None
+        if d.kind in RAW_KINDS and d.fields is None and d.subdtype is None and d.itemsize > 0:
+            return d
+    return None
+
+
+def template_arg(name: str) -> str | None:
+    lt, gt = name.find("<"), name.rfind(">")
+    return name[lt + 1 : gt] if 0 < lt < gt else None
+
+
+def tensor_dtype(meta: dict) -> np.dtype:
+    """The element dtype of a Tensor, from any writer's spelling."""
+    for spec in (meta.get("value_type_meta_"), meta.get("value_type_"), template_arg(typename(meta))):
+        d = safe_dtype(spec)
+        if d is not None:
+            return d
+    raise LayoutError(
+        f"{typename(meta)}: unsupported element type {meta.get('value_type_')!r} / {meta.get('value_type_meta_')!r}"
+    )
+
+
+# -- encode ---------------------------------------------------------------------
+
+
+def tensor_tree(a: np.ndarray, w: Writer) -> dict:
+    """A Tensor of a raw-dtype array (see `is_raw`)."""
+    dt = a.dtype
+    fortran = a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous
+    return {
+        "typename": tensor_typename(dt),
+        "value_type_": dt.name,
+        "value_type_meta_": dt.str,
+        "shape_": jdump(list(a.shape)),
+        "partition_index_": "[]",
+        "order_": '"F"' if fortran else '"C"',
+        "nbytes": int(a.nbytes),
+        "buffer_": w.array(a),
+    }
+
+
+def object_tensor_tree(a: np.ndarray, w: Writer) -> dict:
+    """An object array as the official ``Tensor<object>`` (in-band pickle)."""
+    payload = pickle.dumps(a, protocol=5)
+    return {
+        "typename": "vineyard::Tensor<object>",
+        "value_type_": "object",
+        "value_type_meta_": "|O",
+        "shape_": jdump(list(a.shape)),
+        "partition_index_": "[]",
+        "order_": '"F"' if a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous else '"C"',
+        "nbytes": len(payload),
+        EXTRA + "size_": len(payload),
+        "buffer_": w.bytes(payload),
+    }
+
+
+def encode_ndarray(a: np.ndarray, w: Writer) -> dict:
+    if is_raw(a.dtype):
+        return tensor_tree(a, w)
+    if a.dtype.kind == "O":
+        return object_tensor_tree(a, w)
+    from .pickle_codec import encode_pickle
+
+    return encode_pickle(a, w)
+
+
+# -- decode ---------------------------------------------------------------------
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+def decode_raw_tensor(meta: dict, r: Reader) -> np.ndarray:
+    dtype = tensor_dtype(meta)
+    shape = shape_of(meta)
+    count = math.prod(shape)
+    flat = r.view(meta, "buffer_", dtype, count)
+    a = flat.reshape(shape)
+    if jload(meta, "order_", "C") == "F" and a.ndim > 1:
+        a = _readonly(np.asfortranarray(a))
+    return a
+
+
+def decode_string_tensor(meta: dict, r: Reader) -> np.ndarray:
+    from .arrow_codec import decode_arrow_array
+
+    buf = meta.get("buffer_")
+    if not isinstance(buf, dict):
+        raise LayoutError(f"{typename(meta)}: member 'buffer_' is missing")
+    arr = decode_arrow_array(buf, r)
+    shape = shape_of(meta) if "shape_" in meta else (len(arr),)
+    if math.prod(shape) != len(arr):
+        raise LayoutError(f"{typename(meta)}: shape {shape} does not match {len(arr)} strings")
+    out = arr.to_numpy(zero_copy_only=False)
+    if out.dtype != object:
+        out = out.astype(object)
+    return out.reshape(shape)
+
+
+def decode_object_tensor(meta: dict, r: Reader) -> Any:
+    size = meta.get(EXTRA + "size_")
+    view = r.bytes_view(meta, "buffer_", size if isinstance(size, int) and not isinstance(size, bool) else None)
+    return pickle.loads(memoryview(view), fix_imports=True)
+
+
+@decoder("vineyard::Tensor<", prefix=True)
+def decode_tensor(meta: dict, r: Reader) -> Any:
+    vt = meta.get("value_type_")
+    arg = template_arg(typename(meta))
+    if vt in STRING_TYPES or (vt is None and arg in STRING_TYPES):
+        return decode_string_tensor(meta, r)
+    if vt == "object" or (vt is None and arg == "object"):
+        return decode_object_tensor(meta, r)
+    return decode_raw_tensor(meta, r)
+
+
+@decoder("vineyard::Array<", prefix=True)
+def decode_array(meta: dict, r: Reader) -> np.ndarray:
+    """The C++ ``vineyard::Array<T>`` (a flat blob of T)."""
+    dtype = safe_dtype(template_arg(typename(meta)))
+    if dtype is None:
+        raise LayoutError(f"{typename(meta)}: unsupported element type")
+    size = r.blob(meta, "buffer_").size
+    return r.view(meta, "buffer_", dtype, size // dtype.itemsize)
+
+
+__all__ = [
+    "ALIASES",
+    "STRING_TYPES",
+    "decode_raw_tensor",
+    "decode_tensor",
+    "encode_ndarray",
+    "is_raw",
+    "safe_dtype",
+    "tensor_dtype",
+    "tensor_tree",
+    "tensor_typename",
+]

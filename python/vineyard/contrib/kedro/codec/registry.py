@@ -1,0 +1,420 @@
+"""The machinery every codec shares: the buffer list of a put, safe views of
+the blobs of a get, JSON helpers and the typename dispatch.
+
+A codec's encoder turns a value into a *tree*: a dict in vineyard's metadata
+layout whose dict-valued entries are members, ``{"__blob__": i}`` standing for
+the i-th buffer of the put (see `Writer`). A decoder gets the metadata tree as
+vineyardd returns it and a `Reader` over the mapped blobs, and must never read
+outside a blob whatever the metadata says: every size, offset and shape is
+checked before a view is made, and a violation raises `LayoutError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import pickle
+from typing import Any, Callable
+
+import numpy as np
+
+from vineyard.contrib.kedro.errors import LayoutError, UnsupportedValueError
+
+#: The zero-length blob (never allocated; valid wherever a blob is).
+EMPTY_BLOB_ID = 0x8000000000000000
+#: Prefix of the typenames of our own layouts.
+OURS = "vineyard_kedro::"
+#: Extra keys we add to vineyard's own layouts start with this (the official
+#: readers ignore unknown keys).
+EXTRA = "vineyard_kedro_"
+
+
+# -- writing --------------------------------------------------------------------
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+class Writer:
+    """The buffers of one put, and the Python objects that own their memory.
+
+    The core copies every buffer with the GIL released, so each source object
+    must stay alive (and unmodified) until `Client.put` returns: `keep` holds
+    them for as long as the writer lives.
+    """
+
+    __slots__ = ("buffers", "keep")
+
+    def __init__(self) -> None:
+        self.buffers: list[Any] = []
+        self.keep: list[Any] = []
+
+    def _add(self, src: Any, keep: Any = None) -> dict:
+        self.buffers.append(src)
+        if keep is not None:
+            self.keep.append(keep)
+        return {"__blob__": len(self.buffers) - 1}
+
+    def empty(self) -> dict:
+        """The empty blob."""
+        return self._add(b"")
+
+    def bytes(self, data: bytes) -> dict:
+        """A blob holding `data` (bytes; kept alive by the buffer list)."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        return self._add(data)
+
+    def memory(self, buf: Any) -> dict:
+        """A blob holding a contiguous buffer-protocol object (no copy here)."""
+        a = np.frombuffer(buf, dtype=np.uint8) if not isinstance(buf, np.ndarray) else buf
+        if a.nbytes == 0:
+            return self.empty()
+        if not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a)
+        return self._add((_address(a), a.nbytes), keep=a)
+
+    def address(self, address: int, nbytes: int, keep: Any) -> dict:
+        """A blob holding `nbytes` at `address` (owned by `keep`)."""
+        if nbytes == 0:
+            return self.empty()
+        return self._add((int(address), int(nbytes)), keep=keep)
+
+    def array(self, a: np.ndarray) -> dict:
+        """A blob holding the elements of `a` in C (row-major) order.
+
+        Contiguous arrays and arrays whose rows are contiguous (1-D strided
+        columns, ``a[::k]`` of a C array, negative steps) are gathered by the
+        core straight from their memory; anything else is made contiguous
+        here first.
+        """
+        if a.size == 0 or a.itemsize == 0:
+            return self.empty()
+        if a.flags.c_contiguous:
+            return self._add((_address(a), a.nbytes), keep=a)
+        if a.ndim >= 1:
+            inner = a.itemsize
+            ok = True
+            for n, s in zip(reversed(a.shape[1:]), reversed(a.strides[1:])):
+                if n != 1 and s != inner:
+                    ok = False
+                    break
+                inner *= n
+            if ok:
+                return self._add((_address(a), inner, a.shape[0], a.strides[0]), keep=a)
+        c = np.ascontiguousarray(a)
+        return self._add((_address(c), c.nbytes), keep=c)
+
+
+# -- reading --------------------------------------------------------------------
+
+
+def parse_id(text: Any, where: str = "") -> int:
+    """An ``"o%016x"`` id (or an int) as an int."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if 0 <= text < 1 << 64:
+            return text
+    elif isinstance(text, str) and len(text) == 17 and text[0] == "o":
+        try:
+            return int(text[1:], 16)
+        except ValueError:
+            pass
+    raise LayoutError(f"{where or 'object'}: {text!r} is not an object id")
+
+
+class Reader:
+    """The mapped blobs of one get, with bounds-checked views."""
+
+    __slots__ = ("blobs",)
+
+    def __init__(self, blobs: dict) -> None:
+        self.blobs = blobs
+
+    def blob(self, meta: Any, key: str) -> Any:
+        """The `Blob` that member `key` of `meta` refers to."""
+        member = meta.get(key) if isinstance(meta, dict) else None
+        if not isinstance(member, dict):
+            raise LayoutError(f"{typename(meta)}: member {key!r} is missing")
+        bid = parse_id(member.get("id"), key)
+        if not bid & EMPTY_BLOB_ID:
+            raise LayoutError(f"{typename(meta)}: member {key!r} is not a blob")
+        try:
+            return self.blobs[bid]
+        except KeyError:
+            if bid == EMPTY_BLOB_ID:
+                return _EMPTY
+            raise LayoutError(f"{typename(meta)}: blob {key!r} (o{bid:016x}) is not local") from None
+
+    def bytes_view(self, meta: Any, key: str, nbytes: int | None = None, offset: int = 0) -> np.ndarray:
+        """A read-only uint8 view of `nbytes` bytes at `offset` of blob `key`
+        (the whole blob from `offset` when `nbytes` is None)."""
+        b = self.blob(meta, key)
+        size = b.size
+        if nbytes is None:
+            nbytes = size - offset
+        if offset < 0 or nbytes < 0 or offset + nbytes > size:
+            raise LayoutError(
+                f"{typename(meta)}: member {key!r} needs {nbytes} bytes at offset {offset} but the blob has {size}"
+            )
+        if nbytes == 0:
+            v = np.empty(0, dtype=np.uint8)
+            v.flags.writeable = False
+            return v
+        return np.asarray(b)[offset : offset + nbytes]
+
+    def view(self, meta: Any, key: str, dtype: np.dtype, count: int, offset: int = 0) -> np.ndarray:
+        """A read-only 1-D view of `count` items of `dtype` in blob `key`."""
+        dtype = np.dtype(dtype)
+        if dtype.hasobject:
+            raise LayoutError(f"{typename(meta)}: refusing to view raw memory as {dtype}")
+        raw = self.bytes_view(meta, key, count * dtype.itemsize, offset * dtype.itemsize)
+        if count == 0:
+            a = np.empty(0, dtype=dtype)
+            a.flags.writeable = False
+            return a
+        return raw.view(dtype)
+
+    def arrow_buffer(self, meta: Any, key: str, nbytes: int | None = None, offset: int = 0):
+        """A zero-copy `pyarrow.Buffer` over a blob (None for the empty blob)."""
+        import pyarrow as pa
+
+        b = self.blob(meta, key)
+        size = b.size
+        if nbytes is None:
+            nbytes = size - offset
+        if offset < 0 or nbytes < 0 or offset + nbytes > size:
+            raise LayoutError(
+                f"{typename(meta)}: member {key!r} needs {nbytes} bytes at offset {offset} but the blob has {size}"
+            )
+        if size == 0:
+            return None
+        return pa.foreign_buffer(b.address + offset, nbytes, base=b)
+
+
+class _EmptyBlob:
+    size = 0
+    address = 0
+    __array_interface__ = {"version": 3, "shape": (0,), "typestr": "|u1", "data": (0, True)}
+
+    def tobytes(self) -> bytes:
+        return b""
+
+
+_EMPTY = _EmptyBlob()
+
+
+# -- metadata helpers -----------------------------------------------------------
+
+
+def typename(meta: Any) -> str:
+    t = meta.get("typename") if isinstance(meta, dict) else None
+    return t if isinstance(t, str) else "<object without typename>"
+
+
+def jdump(value: Any) -> str:
+    """JSON text as the official Python client writes it (``"[2, 3]"``)."""
+    return json.dumps(value)
+
+
+def jload(meta: dict, key: str, default: Any = ...) -> Any:
+    """Parses the JSON-encoded string at `key`."""
+    if key not in meta:
+        if default is ...:
+            raise LayoutError(f"{typename(meta)}: key {key!r} is missing")
+        return default
+    text = meta[key]
+    if not isinstance(text, str):
+        raise LayoutError(f"{typename(meta)}: {key!r} should be a JSON string, not {type(text).__name__}")
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise LayoutError(f"{typename(meta)}: {key!r} is not valid JSON: {e}") from None
+
+
+def get_int(meta: dict, key: str, default: Any = ..., lo: int = 0, hi: int = 1 << 62) -> int:
+    """An integer entry (a JSON number or a decimal string) within [lo, hi]."""
+    if key not in meta:
+        if default is ...:
+            raise LayoutError(f"{typename(meta)}: key {key!r} is missing")
+        return default
+    v = meta[key]
+    if isinstance(v, bool):
+        raise LayoutError(f"{typename(meta)}: {key!r} should be an integer, not {v!r}")
+    if isinstance(v, str):
+        try:
+            v = int(v)
+        except ValueError:
+            raise LayoutError(f"{typename(meta)}: {key!r} should be an integer, not {v!r}") from None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not isinstance(v, int) or not lo <= v <= hi:
+        raise LayoutError(f"{typename(meta)}: {key!r} = {v!r} is out of range [{lo}, {hi}]")
+    return v
+
+
+def member(meta: dict, key: str) -> dict:
+    m = meta.get(key)
+    if not isinstance(m, dict):
+        raise LayoutError(f"{typename(meta)}: member {key!r} is missing")
+    return m
+
+
+def shape_of(meta: dict, key: str = "shape_") -> tuple[int, ...]:
+    shape = jload(meta, key)
+    if not isinstance(shape, list) or len(shape) > 64:
+        raise LayoutError(f"{typename(meta)}: bad shape {shape!r}")
+    for n in shape:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0 or n >= 1 << 62:
+            raise LayoutError(f"{typename(meta)}: bad shape {shape!r}")
+    return tuple(shape)
+
+
+# -- labels (column names, index names, dict keys) ------------------------------
+#
+# Labels are stored twice when needed: as plain JSON in the keys the official
+# readers use, and, when plain JSON would not give the same Python value back,
+# exactly in a tagged form of ours: JSON scalars stand for themselves,
+# {"t": [...]} is a tuple, {"f": "nan"} a non-finite float, {"p": base64} a
+# pickled label.
+
+
+def plain_label(x: Any) -> Any:
+    """A JSON-able stand-in for a label (what the official client would see)."""
+    if x is None or type(x) in (str, int, bool):
+        return x
+    if type(x) is float:
+        return x if math.isfinite(x) else str(x)
+    if isinstance(x, tuple):
+        return [plain_label(v) for v in x]
+    if isinstance(x, (np.integer, np.floating, np.bool_)):
+        return plain_label(x.item())
+    return str(x)
+
+
+def exact_label(x: Any) -> Any:
+    """A JSON-able encoding of a label that `decode_label` turns back into an
+    equal value of the same type."""
+    if x is None or type(x) in (str, int, bool):
+        return x
+    if type(x) is float:
+        return x if math.isfinite(x) else {"f": repr(x)}
+    if type(x) is tuple:
+        return {"t": [exact_label(v) for v in x]}
+    return {"p": base64.b64encode(pickle.dumps(x, protocol=5)).decode("ascii")}
+
+
+def decode_label(x: Any) -> Any:
+    if isinstance(x, dict):
+        if "t" in x and isinstance(x["t"], list):
+            return tuple(decode_label(v) for v in x["t"])
+        if "f" in x and x["f"] in ("nan", "inf", "-inf"):
+            return float(x["f"])
+        if "p" in x and isinstance(x["p"], str):
+            return pickle.loads(base64.b64decode(x["p"]))
+        raise LayoutError(f"bad label encoding {x!r}")
+    if isinstance(x, list):  # a tuple label written by the official client
+        return tuple(decode_label(v) for v in x)
+    return x
+
+
+def is_plain(x: Any) -> bool:
+    """True when JSON gives `x` back with its type (no exact form needed)."""
+    return x is None or type(x) in (str, int, bool) or (type(x) is float and math.isfinite(x))
+
+
+def put_name(tree: dict, name: Any, key: str = "name") -> None:
+    """Writes a pandas name: plain JSON for the official reader, exact when needed."""
+    tree[key] = jdump(plain_label(name))
+    if not is_plain(name):
+        tree[EXTRA + key + "_"] = jdump(exact_label(name))
+
+
+def get_name(meta: dict, key: str = "name") -> Any:
+    if EXTRA + key + "_" in meta:
+        return decode_label(jload(meta, EXTRA + key + "_"))
+    return decode_label(jload(meta, key, None))
+
+
+# -- dispatch -------------------------------------------------------------------
+
+Decoder = Callable[[dict, Reader], Any]
+_DECODERS: dict[str, Decoder] = {}
+_PREFIX_DECODERS: list[tuple[str, Decoder]] = []
+
+
+def decoder(*typenames: str, prefix: bool = False) -> Callable[[Decoder], Decoder]:
+    """Registers a decoder for exact typenames (or typename prefixes)."""
+
+    def deco(fn: Decoder) -> Decoder:
+        for t in typenames:
+            if prefix:
+                _PREFIX_DECODERS.append((t, fn))
+                _PREFIX_DECODERS.sort(key=lambda p: -len(p[0]))
+            else:
+                _DECODERS[t] = fn
+        return fn
+
+    return deco
+
+
+def decode(meta: Any, r: Reader) -> Any:
+    """Rebuilds the value of a metadata tree."""
+    t = typename(meta)
+    fn = _DECODERS.get(t)
+    if fn is None:
+        for p, f in _PREFIX_DECODERS:
+            if t.startswith(p):
+                fn = f
+                break
+    if fn is None:
+        if not _LOADED:
+            _load_all()
+            return decode(meta, r)
+        raise LayoutError(f"no codec reads objects of type {t!r}")
+    return fn(meta, r)
+
+
+_LOADED: list[bool] = []
+
+
+def _load_all() -> None:
+    """Imports every codec (pandas and pyarrow only when first needed)."""
+    import importlib
+
+    for name in ("numpy_codec", "pickle_codec", "python_codec", "arrow_codec", "pandas_codec"):
+        try:
+            importlib.import_module(f"{__package__}.{name}")
+        except ImportError:  # pandas or pyarrow missing: their layouts are unreadable
+            pass
+    _LOADED.append(True)
+
+
+Encoder = Callable[[Any, Writer], dict]
+
+
+__all__ = [
+    "EMPTY_BLOB_ID",
+    "EXTRA",
+    "OURS",
+    "LayoutError",
+    "Reader",
+    "UnsupportedValueError",
+    "Writer",
+    "decode",
+    "decode_label",
+    "decoder",
+    "exact_label",
+    "get_int",
+    "get_name",
+    "is_plain",
+    "jdump",
+    "jload",
+    "member",
+    "parse_id",
+    "plain_label",
+    "put_name",
+    "shape_of",
+    "typename",
+]

@@ -1,0 +1,325 @@
+//! Store commands: `ls`, `inspect`, `rm`, `gc`, `status`.
+//!
+//! Objects of a namespace are named `<namespace>/<dataset>`; the namespace of
+//! a name is everything before its last `/` (empty for plain names), and
+//! `--namespace NS` selects every name under `NS/`, nested ones included.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use super::{human_bytes, Failure, Io};
+use crate::client::Client;
+use crate::object::{ObjectId, ObjectMeta};
+
+/// Upper bound of names asked for in one `list_name` request.
+const LIST_LIMIT: usize = 1 << 24;
+
+/// The namespace part of an object name.
+pub(crate) fn namespace_of(name: &str) -> &str {
+    name.rsplit_once('/').map_or("", |(ns, _)| ns)
+}
+
+/// Bytes an object holds: its `nbytes`, else the sizes of its blobs.
+pub(crate) fn object_size(meta: &ObjectMeta) -> Option<u64> {
+    fn blob_len(m: &Map<String, Value>) -> Option<u64> {
+        m.get("length")
+            .or_else(|| m.get("nbytes"))
+            .and_then(Value::as_u64)
+    }
+    fn walk(m: &Map<String, Value>, total: &mut Option<u64>) {
+        for v in m.values() {
+            let Value::Object(sub) = v else { continue };
+            match sub.get("id").and_then(ObjectId::from_json) {
+                Some(id) if id.is_blob() => {
+                    if let Some(n) = blob_len(sub) {
+                        *total = Some(total.unwrap_or(0) + n);
+                    }
+                }
+                _ => walk(sub, total),
+            }
+        }
+    }
+    if let Some(n) = meta.get_u64("nbytes") {
+        return Some(n);
+    }
+    if meta.id().is_some_and(ObjectId::is_blob) {
+        return blob_len(&meta.0);
+    }
+    let mut total = None;
+    walk(&meta.0, &mut total);
+    total
+}
+
+fn connect(socket: &Path) -> Result<Client, Failure> {
+    Ok(Client::connect(socket)?)
+}
+
+/// Names (sorted) under `namespace/`, or all names.
+fn names_under(
+    client: &mut Client,
+    namespace: Option<&str>,
+) -> Result<Vec<(String, ObjectId)>, Failure> {
+    let names = client.list_names("*", false, LIST_LIMIT)?;
+    Ok(match namespace {
+        None => names,
+        Some(ns) => {
+            let prefix = format!("{}/", ns.trim_end_matches('/'));
+            names
+                .into_iter()
+                .filter(|(n, _)| n.starts_with(&prefix))
+                .collect()
+        }
+    })
+}
+
+/// `ls [--namespace NS] [--json]`.
+pub(super) fn ls(
+    socket: &Path,
+    namespace: Option<&str>,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<(), Failure> {
+    let mut client = connect(socket)?;
+    let names = names_under(&mut client, namespace)?;
+    let mut ids: Vec<ObjectId> = names.iter().map(|(_, id)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let metas = client.get_data(&ids, false, false)?;
+    let rows: Vec<Value> = names
+        .iter()
+        .map(|(name, id)| {
+            let meta = metas.get(id);
+            json!({
+                "name": name,
+                "id": id.to_string(),
+                "typename": meta.and_then(ObjectMeta::typename),
+                "size": meta.and_then(object_size),
+                "namespace": namespace_of(name),
+            })
+        })
+        .collect();
+    if json {
+        writeln!(
+            io.out,
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    if rows.is_empty() {
+        let _ = writeln!(
+            io.err,
+            "no named objects{}",
+            namespace
+                .map(|n| format!(" under {n}/"))
+                .unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let cell = |r: &Value, k: &str| -> String {
+        match (k, &r[k]) {
+            ("size", Value::Number(n)) => human_bytes(n.as_u64().unwrap_or(0)),
+            ("namespace", Value::String(s)) if s.is_empty() => "-".into(),
+            (_, Value::String(s)) => s.clone(),
+            _ => "-".into(),
+        }
+    };
+    let cols = ["name", "id", "typename", "size", "namespace"];
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|k| cell(r, k)).collect())
+        .collect();
+    let header = ["NAME", "ID", "TYPE", "SIZE", "NAMESPACE"];
+    let widths: Vec<usize> = (0..cols.len())
+        .map(|i| {
+            table
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    writeln!(io.out, "{}", line(header.to_vec()))?;
+    for r in &table {
+        writeln!(io.out, "{}", line(r.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+/// `inspect NAME|ID`: the name wins when a name looks like an id.
+pub(super) fn inspect(socket: &Path, target: &str, io: &mut Io<'_>) -> Result<(), Failure> {
+    let mut client = connect(socket)?;
+    let id = match client.try_get_name(target)? {
+        Some(id) => id,
+        None => ObjectId::parse(target).ok_or_else(|| {
+            Failure::Error(format!(
+                "no object named {target:?} in vineyardd at {}",
+                socket.display()
+            ))
+        })?,
+    };
+    let meta = client.get_meta(id, false)?;
+    writeln!(
+        io.out,
+        "{}",
+        serde_json::to_string_pretty(&meta).unwrap_or_default()
+    )?;
+    Ok(())
+}
+
+/// `rm NAME...`: every name is tried; missing ones make the exit code 1.
+pub(super) fn rm(socket: &Path, names: &[String], io: &mut Io<'_>) -> Result<(), Failure> {
+    let mut client = connect(socket)?;
+    let mut missing = 0;
+    for name in names {
+        match client.try_get_name(name)? {
+            None => {
+                let _ = writeln!(
+                    io.err,
+                    "error: no object named {name:?} in vineyardd at {}",
+                    socket.display()
+                );
+                missing += 1;
+            }
+            Some(id) => {
+                client.del_data(&[id], false, true)?;
+                client.drop_name(name)?;
+                writeln!(io.out, "removed {name} ({id})")?;
+            }
+        }
+    }
+    if missing > 0 {
+        Err(Failure::Reported)
+    } else {
+        Ok(())
+    }
+}
+
+/// `gc --namespace NS`: deletes the objects, then drops the names.
+pub(super) fn gc(
+    socket: &Path,
+    namespace: &str,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<(), Failure> {
+    let ns = namespace.trim_end_matches('/');
+    if ns.is_empty() {
+        return Err(Failure::Usage(
+            "the namespace must not be empty or only '/'".into(),
+        ));
+    }
+    let mut client = connect(socket)?;
+    let names = names_under(&mut client, Some(ns))?;
+    let mut ids: Vec<ObjectId> = names.iter().map(|(_, id)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    client.del_data(&ids, false, true)?;
+    for (name, _) in &names {
+        client.drop_name(name)?;
+    }
+    if json {
+        let listed: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+        writeln!(
+            io.out,
+            "{}",
+            json!({"namespace": ns, "deleted": ids.len(), "names": listed})
+        )?;
+    } else {
+        writeln!(io.out, "deleted {} object(s) under {ns}/", ids.len())?;
+    }
+    Ok(())
+}
+
+/// `status [--json]`.
+pub(super) fn status(socket: &Path, json: bool, io: &mut Io<'_>) -> Result<(), Failure> {
+    let mut client = connect(socket)?;
+    let meta = client.instance_status()?;
+    let info = client.info().clone();
+    if json {
+        let mut m = meta.clone();
+        m.insert("socket".into(), socket.display().to_string().into());
+        m.insert("server_version".into(), info.version.into());
+        writeln!(
+            io.out,
+            "{}",
+            serde_json::to_string_pretty(&Value::Object(m)).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    let used = meta.get("memory_usage").and_then(Value::as_u64);
+    let limit = meta.get("memory_limit").and_then(Value::as_u64);
+    writeln!(io.out, "socket:   {}", socket.display())?;
+    writeln!(io.out, "instance: {}", info.instance_id)?;
+    writeln!(
+        io.out,
+        "version:  {}",
+        if info.version.is_empty() {
+            "-"
+        } else {
+            &info.version
+        }
+    )?;
+    if let (Some(u), Some(l)) = (used, limit) {
+        let pct = if l > 0 {
+            100.0 * u as f64 / l as f64
+        } else {
+            0.0
+        };
+        writeln!(
+            io.out,
+            "memory:   {} used of {} ({pct:.1}%)",
+            human_bytes(u),
+            human_bytes(l)
+        )?;
+    }
+    let rest: BTreeMap<&String, &Value> = meta
+        .iter()
+        .filter(|(k, _)| !["memory_usage", "memory_limit", "instance_id"].contains(&k.as_str()))
+        .collect();
+    for (k, v) in rest {
+        let text = v
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| v.to_string());
+        writeln!(io.out, "{k}: {text}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_is_everything_before_the_last_slash() {
+        assert_eq!(namespace_of("run-1/X_train"), "run-1");
+        assert_eq!(namespace_of("a/b/c"), "a/b");
+        assert_eq!(namespace_of("plain"), "");
+    }
+
+    #[test]
+    fn size_is_nbytes_or_the_sum_of_blobs() {
+        let m: ObjectMeta = serde_json::from_value(json!({"typename": "T", "nbytes": 40})).unwrap();
+        assert_eq!(object_size(&m), Some(40));
+        let m: ObjectMeta = serde_json::from_value(json!({
+            "typename": "T",
+            "a": {"id": "o8000000000000001", "typename": "vineyard::Blob", "length": 10},
+            "b": {"typename": "U", "c": {"id": "o8000000000000002", "typename": "vineyard::Blob", "nbytes": 5}},
+        }))
+        .unwrap();
+        assert_eq!(object_size(&m), Some(15));
+        let m: ObjectMeta = serde_json::from_value(json!({"typename": "T"})).unwrap();
+        assert_eq!(object_size(&m), None);
+    }
+}
