@@ -284,14 +284,11 @@ unsafe fn copy_all(jobs: &[(Source, *mut u8)]) {
                 let mut off = 0;
                 while off < len {
                     let n = CHUNK.min(len - off);
-                    // SAFETY: off + n <= len for both ranges.
-                    pieces.push(Piece(
-                        Source::Contiguous {
-                            ptr: unsafe { ptr.add(off) },
-                            len: n,
-                        },
-                        unsafe { dst.add(off) },
-                    ));
+                    // SAFETY: off + n <= len, inside the source.
+                    let from = unsafe { ptr.add(off) };
+                    // SAFETY: off + n <= len, inside the destination blob.
+                    let to = unsafe { dst.add(off) };
+                    pieces.push(Piece(Source::Contiguous { ptr: from, len: n }, to));
                     off += n;
                 }
             }
@@ -307,16 +304,15 @@ unsafe fn copy_all(jobs: &[(Source, *mut u8)]) {
                     let n = per.min(count - i);
                     // SAFETY: item i lies at ptr + i*stride inside the source array.
                     let p = unsafe { ptr.offset(i as isize * stride) };
-                    // SAFETY: i*itemsize + n*itemsize <= count*itemsize.
-                    pieces.push(Piece(
-                        Source::Strided {
-                            ptr: p,
-                            itemsize,
-                            count: n,
-                            stride,
-                        },
-                        unsafe { dst.add(i * itemsize) },
-                    ));
+                    // SAFETY: (i + n) * itemsize <= count * itemsize, inside the blob.
+                    let to = unsafe { dst.add(i * itemsize) };
+                    let piece = Source::Strided {
+                        ptr: p,
+                        itemsize,
+                        count: n,
+                        stride,
+                    };
+                    pieces.push(Piece(piece, to));
                     i += n;
                 }
             }
