@@ -55,11 +55,19 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Delete every named object under NAMESPACE/ and drop the names
+    /// Delete every named object under NAMESPACE/ and drop the names, and/or
+    /// free orphan blobs
     Gc {
         /// The namespace (a run id, or an Argo workflow's uid)
-        #[arg(long, short = 'n', value_parser = clap::builder::NonEmptyStringValueParser::new())]
-        namespace: String,
+        #[arg(long, short = 'n', value_parser = clap::builder::NonEmptyStringValueParser::new(),
+              required_unless_present = "orphans")]
+        namespace: Option<String>,
+        /// Also free orphan blobs: sealed, referenced by no object and held by
+        /// no live connection (what a writer killed mid-save leaves). A bare
+        /// blob another client stored without any object looks the same:
+        /// do not use on a store shared with such clients
+        #[arg(long)]
+        orphans: bool,
         /// Print JSON instead of a sentence
         #[arg(long)]
         json: bool,
@@ -280,7 +288,11 @@ fn dispatch(cli: Cli, io: &mut Io<'_>) -> Result<(), Failure> {
         }
         Command::Inspect { target } => store::inspect(&need_socket()?, &target, io),
         Command::Rm { names } => store::rm(&need_socket()?, &names, io),
-        Command::Gc { namespace, json } => store::gc(&need_socket()?, &namespace, json, io),
+        Command::Gc {
+            namespace,
+            orphans,
+            json,
+        } => store::gc(&need_socket()?, namespace.as_deref(), orphans, json, io),
         Command::Status { json } => store::status(&need_socket()?, json, io),
         Command::Serve(args) => serve::serve(socket.as_deref(), &args, io),
         Command::Catalog(CatalogCommand::Render {

@@ -18,6 +18,10 @@ use crate::object::{ObjectId, ObjectMeta};
 use crate::protocol::{self, field_id, field_u64, Payload};
 use crate::shm::{BlobBytes, Region};
 
+/// Allocator bytes a blob may cost beyond its size (alignment and headers),
+/// counted when deciding whether a batch allocation surely fits.
+const BATCH_OVERHEAD_PER_BLOB: u64 = 128;
+
 /// The version string we announce; the server never checks it.
 pub const CLIENT_VERSION: &str = "0.24.2";
 
@@ -65,11 +69,18 @@ impl Client {
     /// Connects with explicit timeouts and registers.
     pub fn connect_with(socket: &Path, timeouts: Timeouts) -> Result<Client> {
         let mut conn = Connection::connect(socket, timeouts)?;
+        // The handshake is part of connecting: a server that accepts but
+        // never answers (stopped, wedged) fails within the connect timeout.
+        let handshake = timeouts
+            .read
+            .map_or(timeouts.connect, |r| r.min(timeouts.connect));
+        conn.set_read_timeout(Some(handshake))?;
         let reply = conn.call(
             &json!({"type": "register_request", "version": CLIENT_VERSION, "store_type": 1,
                     "session_id": 0, "username": "", "password": ""}),
             "register_reply",
         )?;
+        conn.set_read_timeout(timeouts.read)?;
         let ctx = conn.ctx("register_request");
         let info = ServerInfo {
             instance_id: field_u64(&reply, "instance_id", ctx)?,
@@ -127,10 +138,13 @@ impl Client {
 
     /// Allocates one blob; its bytes may be written until `seal`.
     pub fn create_buffer(&mut self, size: u64) -> Result<BlobBytes> {
+        self.create_one(size).map_err(|e| self.full(e, size))
+    }
+
+    /// `create_buffer` without turning "not enough memory" into `StoreFull`.
+    fn create_one(&mut self, size: u64) -> Result<BlobBytes> {
         let req = "create_buffer_request";
-        let reply = self
-            .call(json!({"type": req, "size": size}), "create_buffer_reply")
-            .map_err(|e| self.full(e, size))?;
+        let reply = self.call(json!({"type": req, "size": size}), "create_buffer_reply")?;
         let created = reply
             .get("created")
             .ok_or_else(|| self.conn.ctx(req).protocol("reply has no created payload"))?;
@@ -139,13 +153,25 @@ impl Client {
         self.blob_of(&payload, req)
     }
 
-    /// Allocates many blobs in one round trip (all or nothing).
+    /// Allocates many blobs, all or nothing: on failure nothing stays
+    /// allocated and "not enough memory" becomes `StoreFull` with the total
+    /// asked for and the bytes free once the partial allocations are gone.
+    ///
+    /// One `create_buffers` round trip when the store clearly has room. When
+    /// it might not, the blobs are created one by one and the created ones
+    /// dropped if one fails: vineyardd 0.24.2's `create_buffers` keeps (leaks)
+    /// the blobs it allocated before the one that did not fit, and never tells
+    /// us their ids, so a batch that can fail half way must not be sent.
     pub fn create_buffers(&mut self, sizes: &[u64]) -> Result<Vec<BlobBytes>> {
         if sizes.is_empty() {
             return Ok(Vec::new());
         }
+        let total = sizes.iter().fold(0u64, |a, s| a.saturating_add(*s));
+        let allocations = sizes.iter().filter(|s| **s > 0).count() as u64;
+        if allocations > 1 && !self.room_for_batch(total, allocations)? {
+            return self.create_buffers_one_by_one(sizes, total);
+        }
         let req = "create_buffers_request";
-        let total: u64 = sizes.iter().sum();
         let reply = self
             .call(
                 json!({"type": req, "num": sizes.len(), "sizes": sizes}),
@@ -162,6 +188,43 @@ impl Client {
         }
         self.receive_fds(&reply, &payloads, req)?;
         payloads.iter().map(|p| self.blob_of(p, req)).collect()
+    }
+
+    /// True when a batch of `allocations` blobs totalling `total` bytes
+    /// cannot run out of memory half way: it takes at most half of what is
+    /// free (headroom for allocator overhead, fragmentation and concurrent
+    /// writers between this check and the batch).
+    fn room_for_batch(&mut self, total: u64, allocations: u64) -> Result<bool> {
+        let status = self.instance_status()?;
+        let field = |k: &str| status.get(k).and_then(Value::as_u64);
+        let (Some(used), Some(limit)) = (field("memory_usage"), field("memory_limit")) else {
+            return Ok(false);
+        };
+        let free = limit.saturating_sub(used);
+        let need = total
+            .saturating_add(allocations.saturating_mul(BATCH_OVERHEAD_PER_BLOB))
+            .saturating_mul(2);
+        Ok(need <= free)
+    }
+
+    /// The careful path of `create_buffers`: one request per blob, and a
+    /// rollback of the created ones when one fails.
+    fn create_buffers_one_by_one(&mut self, sizes: &[u64], total: u64) -> Result<Vec<BlobBytes>> {
+        let mut out = Vec::with_capacity(sizes.len());
+        for &size in sizes {
+            match self.create_one(size) {
+                Ok(b) => out.push(b),
+                Err(e) => {
+                    if !e.is_fatal_to_connection() {
+                        for b in &out {
+                            let _ = self.drop_buffer(b.id());
+                        }
+                    }
+                    return Err(self.full(e, total));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Seals a blob: it becomes immutable and readable by others.
@@ -209,6 +272,18 @@ impl Client {
             "release_reply",
         )
         .map(drop)
+    }
+
+    /// True while some connection holds a reference to the blob (sealed it,
+    /// mapped it with `get_buffers`, or increased its count) and has not
+    /// released it or disconnected.
+    pub fn is_in_use(&mut self, id: ObjectId) -> Result<bool> {
+        let req = "is_in_use_request";
+        let reply = self.call(json!({"type": req, "id": id}), "is_in_use_reply")?;
+        reply
+            .get("is_in_use")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| self.conn.ctx(req).protocol("is_in_use missing"))
     }
 
     fn payloads(&self, reply: &Map<String, Value>, req: &str) -> Result<Vec<Payload>> {

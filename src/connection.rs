@@ -90,7 +90,7 @@ impl Connection {
     pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<()> {
         self.stream
             .set_read_timeout(t)
-            .map_err(|e| self.io_error("set_read_timeout", e))
+            .map_err(|e| self.io_error("set_read_timeout", e, false))
     }
 
     /// The configured timeouts.
@@ -115,14 +115,14 @@ impl Connection {
         let frame = protocol::encode_frame(msg);
         self.stream
             .write_all(&frame)
-            .map_err(|e| self.io_error(request, e))
+            .map_err(|e| self.io_error(request, e, true))
     }
 
     /// Sends raw bytes (bodies of remote blobs).
     pub fn send_raw(&mut self, bytes: &[u8], request: &str) -> Result<()> {
         self.stream
             .write_all(bytes)
-            .map_err(|e| self.io_error(request, e))
+            .map_err(|e| self.io_error(request, e, true))
     }
 
     /// Reads one frame with exact reads.
@@ -139,7 +139,7 @@ impl Connection {
     pub fn read_exact(&mut self, buf: &mut [u8], request: &str) -> Result<()> {
         self.stream
             .read_exact(buf)
-            .map_err(|e| self.io_error(request, e))
+            .map_err(|e| self.io_error(request, e, false))
     }
 
     /// Receives one fd message; an fd promised but not sent is an error.
@@ -149,7 +149,7 @@ impl Connection {
             Ok(None) => Err(self
                 .ctx(request)
                 .protocol("the reply promised a file descriptor but none was attached")),
-            Err(e) => Err(self.io_error(request, e)),
+            Err(e) => Err(self.io_error(request, e, false)),
         }
     }
 
@@ -161,7 +161,7 @@ impl Connection {
         }
     }
 
-    fn io_error(&self, request: &str, e: std::io::Error) -> Error {
+    fn io_error(&self, request: &str, e: std::io::Error, writing: bool) -> Error {
         let socket = self.socket.clone();
         let request = request.to_string();
         match e.kind() {
@@ -169,7 +169,13 @@ impl Connection {
                 Error::Closed { socket, request }
             }
             ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-                let seconds = self.timeouts.read.map_or(0.0, |d| d.as_secs_f64());
+                // The timeout in force (reads may run with a changed one).
+                let t = if writing {
+                    self.stream.write_timeout()
+                } else {
+                    self.stream.read_timeout()
+                };
+                let seconds = t.ok().flatten().map_or(0.0, |d| d.as_secs_f64());
                 Error::Timeout {
                     socket,
                     request,

@@ -134,12 +134,19 @@ unsafe fn put_inner(
             jobs.push((*s, b.as_ptr() as *mut u8));
         }
     }
-    // SAFETY: destinations are fresh unsealed blobs of exactly the source
-    // sizes, owned by this put; sources are valid per the caller's contract.
-    unsafe { copy_all(&jobs) };
+    // Seal before filling. Nobody else knows these ids until the metadata
+    // exists, so nobody reads them half written; but a writer killed during
+    // the copy (the long part of a big save) leaves sealed blobs, which
+    // vineyardd lists, and which its death marks as no longer in use: `gc
+    // --orphans` (`reclaim_orphans`) can find and free them. Unsealed blobs
+    // of a dead writer are invisible and stay allocated until a restart.
     for b in blobs.iter() {
         client.seal(b.id())?;
     }
+    // SAFETY: destinations are fresh blobs of exactly the source sizes, owned
+    // by this put and unknown to anyone else until `create_datas` below;
+    // sources are valid per the caller's contract.
+    unsafe { copy_all(&jobs) };
     let bytes: u64 = sizes.iter().sum();
 
     // Create members level by level, deepest first.
@@ -384,7 +391,12 @@ pub struct Fetched {
 /// An object held by another instance is migrated here first.
 pub fn get(client: &mut Client, id: ObjectId) -> Result<Fetched> {
     let mut id = id;
-    let mut meta = client.get_meta(id, false)?;
+    // An object just persisted by another instance may not have reached this
+    // instance's view of the metadata yet: ask it to sync before giving up.
+    let mut meta = match client.get_meta(id, false) {
+        Err(e) if e.is_not_found() => client.get_meta(id, true)?,
+        other => other?,
+    };
     let me = client.instance_id();
     if meta.instance_id().is_some_and(|i| i != me)
         || meta

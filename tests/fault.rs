@@ -563,6 +563,10 @@ fn payload_outside_its_memory_file_is_a_protocol_error() {
 fn create_buffers_reply_with_too_few_payloads_is_a_protocol_error() {
     let fake = FakeServer::start(|p| {
         p.register();
+        // Two allocations: the client first checks that a batch surely fits.
+        p.expect("instance_status_request");
+        p.write_frame(&json!({"type": "instance_status_reply",
+            "meta": {"memory_usage": 0, "memory_limit": 1u64 << 30}}));
         let req = p.expect("create_buffers_request");
         assert_eq!(req["num"], 2);
         assert_eq!(req["sizes"], json!([3, 4]));

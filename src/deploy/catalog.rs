@@ -13,8 +13,10 @@ use serde_yaml::{Mapping, Value};
 
 use super::{DeployError, Result};
 
-/// The dataset class the entries name (the old plugin's import path).
-pub const DATASET_TYPE: &str = "vineyard.contrib.kedro.io.dataset.VineyardDataSet";
+/// The dataset class the entries name: the old plugin's module, with the
+/// `VineyardDataset` spelling of the class (the same class as `VineyardDataSet`),
+/// because Kedro >= 0.19 warns about every `...DataSet` type it loads.
+pub const DATASET_TYPE: &str = "vineyard.contrib.kedro.io.dataset.VineyardDataset";
 /// The catch-all pattern written with `catch_all`.
 pub const CATCH_ALL: &str = "{default}";
 

@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::fs::File;
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import node, pipeline
 
-from vineyard.contrib.kedro import _core
+from vineyard.contrib.kedro import _connection, _core
 from vineyard.contrib.kedro.io import VineyardDataSet
 from vineyard.contrib.kedro.plugins.hook import VineyardHook
 from vineyard.contrib.kedro.runner import ParallelRunner, SequentialRunner, ThreadRunner
@@ -86,9 +87,17 @@ def test_failed_run_leaves_nothing(vineyardd):
     names_before = set(c.list_names())
     usage = c.status()["memory_usage"]
     p = pipeline([node(produce, None, OUTS, name="produce"), node(failing, OUTS, "verdict", name="fail")])
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(RuntimeError, match="boom") as excinfo:
         SequentialRunner(vineyard_ipc_socket=vineyardd.socket).run(p, DataCatalog())
     assert set(c.list_names()) == names_before
+    # The traceback holds the failed node's inputs: zero-copy views of the
+    # objects, whose deletes wait until the views are gone.
+    runner_client = _connection.client_for(vineyardd.socket)
+    assert runner_client.deferred > 0
+    del excinfo
+    gc.collect()
+    runner_client.flush()
+    assert runner_client.deferred == 0
     assert c.status()["memory_usage"] == usage
 
 

@@ -20,17 +20,24 @@ from dataclasses import dataclass, field
 from vineyard.contrib.kedro import _core
 
 logger = logging.getLogger("vineyard.contrib.kedro")
+# Kedro's default logging shows only `kedro` and the project's package at
+# INFO; our runners' lines ("Pipeline execution completed", the summary)
+# belong with them. A level the user configured is left alone.
+if logger.level == logging.NOTSET:
+    logger.setLevel(logging.INFO)
 
 ENV_SOCKET = "VINEYARD_IPC_SOCKET"
 ENV_NAMESPACE = "VINEYARD_KEDRO_NAMESPACE"
 ENV_EMBEDDED_SIZE = "VINEYARD_KEDRO_EMBEDDED_SIZE"
 ENV_CONNECT_TIMEOUT = "VINEYARD_KEDRO_CONNECT_TIMEOUT"
 ENV_READ_TIMEOUT = "VINEYARD_KEDRO_READ_TIMEOUT"
+ENV_WRITE_TIMEOUT = "VINEYARD_KEDRO_WRITE_TIMEOUT"
 
 _lock = threading.RLock()
 _clients: dict[tuple[str, int], _core.Client] = {}
 _embedded: _core.Server | None = None
 _embedded_users = 0
+_embedded_owner = 0  # pid of the process that started the embedded vineyardd
 
 
 def _timeout(env: str, default: float) -> float:
@@ -52,6 +59,7 @@ def client_for(socket: str) -> _core.Client:
                 socket,
                 connect_timeout=_timeout(ENV_CONNECT_TIMEOUT, 2.0),
                 read_timeout=_timeout(ENV_READ_TIMEOUT, 300.0),
+                write_timeout=_timeout(ENV_WRITE_TIMEOUT, 60.0),
             )
             _clients[key] = c
         return c
@@ -87,7 +95,7 @@ def embedded_socket() -> str | None:
 
 def acquire_embedded(size: str | None = None) -> str:
     """Starts the embedded vineyardd (or reuses it) and returns its socket."""
-    global _embedded, _embedded_users
+    global _embedded, _embedded_users, _embedded_owner
     with _lock:
         if _embedded is None or not _embedded.is_running():
             size = size or default_embedded_size()
@@ -95,6 +103,7 @@ def acquire_embedded(size: str | None = None) -> str:
             # from the main thread, whose end is the process's end.
             main = threading.current_thread() is threading.main_thread()
             _embedded = _core.Server(size=size, site_dirs=_site_dirs(), die_with_parent=main)
+            _embedded_owner = os.getpid()
             logger.info(
                 "Started an embedded vineyardd at %s (size %s, RPC off); it stops when the run ends. "
                 "Set VINEYARD_IPC_SOCKET to use a vineyardd of your own.",
@@ -120,9 +129,26 @@ def release_embedded() -> None:
 
 
 def embedded_is_dead(socket: str) -> bool:
-    """True when `socket` belongs to an embedded vineyardd that has exited."""
+    """True when `socket` belongs to an embedded vineyardd that has exited.
+
+    Works in forked workers too (ParallelRunner): only the process that
+    started the server can reap it, so elsewhere the pid's state is read
+    from /proc (an exited but unreaped server is a zombie).
+    """
     server = _embedded
-    return server is not None and server.socket == socket and not server.is_running()
+    if server is None or server.socket != socket:
+        return False
+    pid = server.pid
+    if pid is None:
+        return True
+    if os.getpid() == _embedded_owner:
+        return not server.is_running()
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in (b"Z", b"X")
 
 
 def resolve_socket(explicit: str | None) -> tuple[str, str]:

@@ -120,7 +120,7 @@ def decode_meta(meta: dict, blobs: dict) -> Any:
         return decode(meta, Reader(blobs))
     except (VineyardError, ImportError):
         raise
-    except (KeyError, IndexError, TypeError, ValueError, OverflowError, AttributeError) as e:
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError, AttributeError, RecursionError) as e:
         raise LayoutError(f"cannot rebuild a {meta.get('typename') if isinstance(meta, dict) else '?'}: {type(e).__name__}: {e}") from e
 
 

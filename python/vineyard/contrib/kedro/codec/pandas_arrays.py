@@ -77,12 +77,20 @@ def _string_tree(arr: pa.Array, w: Writer, flavour: Any) -> dict:
 
 
 def _object_strings(values: np.ndarray) -> pa.Array | None:
-    """An Arrow string array of an object array holding only str and None."""
-    if len(values) and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
-        return None
+    """An Arrow string array of an object array holding only str and None
+    (Arrow's type inference says "string" only then: bytes infer binary,
+    NaN and other objects fail)."""
     try:
+        arr = pa.array(values, from_pandas=False)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
+    if isinstance(arr, pa.ChunkedArray):  # > 2 GiB of text
+        if not all(pa.types.is_string(c.type) for c in arr.chunks):
+            return None
         arr = pa.array(values, type=pa.large_string(), from_pandas=False)
-    except (pa.ArrowException, TypeError, ValueError):  # NaN, pd.NA, ...
+    if pa.types.is_null(arr.type) and len(arr):  # all None
+        return arr.cast(pa.large_string())
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or len(arr) == 0):
         return None
     return arr
 

@@ -5,7 +5,7 @@
 | ``None`` | ``vineyard_kedro::None`` (no fields) |
 | ``bool`` | ``vineyard::Scalar<int>`` ``{value_: true, type_: "bool"}`` (official layout; it reads 1/0) |
 | ``int`` | ``vineyard::Scalar<int>`` ``{value_: 7, type_: "int"}``; outside 64 bits ``value_`` is a decimal string |
-| ``float`` | ``vineyard::Scalar<double>`` ``{value_: 1.5, type_: "float"}``; nan/inf as the strings "nan", "inf", "-inf" |
+| ``float`` | ``vineyard::Scalar<double>`` ``{value_: 1.5, type_: "float", vineyard_kedro_repr_: "1.5"}``; nan/inf as the strings "nan", "inf", "-inf" |
 | ``str`` | ``vineyard::Scalar<std::string>`` ``{value_: "...", type_: "str"}`` up to 64 KiB; longer (or with lone surrogates) ``vineyard_kedro::Str`` ``{size_, buffer_: utf-8 blob}`` |
 | ``bytes``, ``bytearray``, ``memoryview`` | ``vineyard_kedro::Bytes`` ``{type_, size_, buffer_: blob}`` (a memoryview comes back as a zero-copy read-only view) |
 | ``list``, ``tuple`` holding big values | ``vineyard::Sequence`` ``{size_, __elements_-size, __elements_-<i>: member, type_: "list"/"tuple"}`` |
@@ -36,6 +36,7 @@ from .registry import (
     jdump,
     jload,
     member,
+    parse_id,
 )
 
 NONE = OURS + "None"
@@ -104,8 +105,10 @@ def encode_python(value: Any, w: Writer, encode: Callable[[Any, Writer], dict]) 
             return None
         return {"typename": SCALAR_INT, "value_": text, "type_": "int", "nbytes": 0}
     if t is float:
+        # The JSON number is for other readers; the core's JSON parser may be
+        # 1 ulp off, so the exact value travels as its repr too.
         v: Any = value if math.isfinite(value) else repr(value)
-        return {"typename": SCALAR_DOUBLE, "value_": v, "type_": "float", "nbytes": 0}
+        return {"typename": SCALAR_DOUBLE, "value_": v, "type_": "float", "nbytes": 0, "vineyard_kedro_repr_": repr(value)}
     if t is str:
         if len(value) <= MAX_META_STR:
             try:
@@ -164,6 +167,8 @@ def decode_scalar(meta: dict, r: Reader) -> Any:
                 raise LayoutError(f"{t}: value_ {v!r} is not an integer")
             return int(v)
         if t in (SCALAR_DOUBLE, "vineyard::Scalar<float>") or kind == "float":
+            if isinstance(meta.get("vineyard_kedro_repr_"), str):
+                return float(meta["vineyard_kedro_repr_"])
             if isinstance(v, bool) or not isinstance(v, (int, float, str)):
                 raise LayoutError(f"{t}: value_ {v!r} is not a number")
             return float(v)
@@ -204,6 +209,16 @@ def decode_bytes(meta: dict, r: Reader) -> Any:
                 raise LayoutError(f"{BYTES}: bad memoryview format: {e}") from None
         return mv
     raise LayoutError(f"{BYTES}: unknown type_ {kind!r}")
+
+
+@decoder("vineyard::Blob")
+def decode_bare_blob(meta: dict, r: Reader) -> bytes:
+    """The official client stores ``bytes`` as a bare blob (its id is the object id)."""
+    try:
+        blob = r.blobs[parse_id(meta.get("id"), "blob")]
+    except KeyError:
+        raise LayoutError("vineyard::Blob: an object that is a bare blob was not mapped by the core (its get maps member blobs only)") from None
+    return blob.tobytes()
 
 
 @decoder(SEQUENCE)

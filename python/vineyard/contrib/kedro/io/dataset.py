@@ -121,7 +121,9 @@ class VineyardDataSet(AbstractDataset):
 
     def _fail(self, action: str, socket: str, origin: str, exc: Exception) -> DatasetError:
         where = self._where(socket, origin)
-        if isinstance(exc, ConnectError) and origin == "embedded" and _connection.embedded_is_dead(socket):
+        # The runners hand their datasets the embedded socket explicitly, so
+        # the origin alone does not tell; the socket does.
+        if isinstance(exc, ConnectError) and _connection.embedded_is_dead(socket):
             where += " (the embedded vineyardd died during the run)"
         return DatasetError(f"Failed while {action} '{self.object_name}' in {where}: {exc}")
 

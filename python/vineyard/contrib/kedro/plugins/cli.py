@@ -1,0 +1,117 @@
+"""``kedro vineyard ...``: the store, catalog, Docker and Argo commands.
+
+The store commands (``ls``, ``inspect``, ``rm``, ``gc``, ``status``,
+``serve``) have one definition, the Rust command line (clap) behind the
+``vineyard-kedro`` script; here they are forwarded to it unparsed, so
+``kedro vineyard ls --help`` prints clap's help and both spellings accept
+the same options. ``catalog``, ``docker`` and ``argo`` need the Kedro
+project (its pipelines and catalog): they gather that here and leave the
+rendering (serde_yaml, typed Dockerfile instructions) to the Rust core.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+import click
+
+from vineyard.contrib.kedro import _core
+from vineyard.contrib.kedro.plugins._argo import argo
+from vineyard.contrib.kedro.plugins._catalog import catalog
+from vineyard.contrib.kedro.plugins._docker import docker
+
+__all__ = ["commands", "main", "vineyard"]
+
+PROGRAM = "vineyard-kedro"
+STORE_COMMANDS = ("ls", "inspect", "rm", "gc", "status", "serve")
+_HELP_FLAGS = ("-h", "--help")
+
+
+def _clap_abouts() -> dict[str, str]:
+    """The one-line help of every clap subcommand, from clap's own help."""
+    code, out, _ = _core.run_cli_captured([PROGRAM, "--help"])
+    abouts: dict[str, str] = {}
+    if code != 0 or "Commands:" not in out:
+        return abouts
+    for line in out.split("Commands:", 1)[1].strip("\n").splitlines():
+        if not line.strip():
+            break
+        found = re.match(r"\s+(\S+)\s+(.*)", line)
+        if found:
+            abouts[found.group(1)] = found.group(2).strip()
+    return abouts
+
+
+class ForwardedCommand(click.Command):
+    """A click command that hands its arguments, unparsed, to the Rust CLI.
+
+    Output is captured and echoed through click (so ``CliRunner`` and
+    Kedro's own streams see it), except for ``foreground`` commands
+    (``serve``) that run until stopped and write straight to fds 1 and 2.
+    """
+
+    def __init__(self, name: str, about: str, foreground: bool = False) -> None:
+        super().__init__(
+            name,
+            help=f"{about}\n\nForwarded to `{PROGRAM} {name}`; see `--help` for its options.",
+            short_help=about,
+            add_help_option=False,
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": False},
+            params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        )
+        self.foreground = foreground
+
+    def _program(self, ctx: click.Context) -> str:
+        parent = ctx.parent.command_path if ctx.parent is not None else ""
+        return parent or PROGRAM
+
+    def invoke(self, ctx: click.Context) -> Any:
+        argv = [self._program(ctx), self.name or "", *ctx.params.get("args", ())]
+        if self.foreground and not any(a in _HELP_FLAGS for a in argv[2:]):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            ctx.exit(_core.run_cli(argv))
+        code, out, err = _core.run_cli_captured(argv)
+        if out:
+            click.echo(out, nl=False)
+        if err:
+            click.echo(err, nl=False, err=True)
+        ctx.exit(code)
+
+
+@click.group(name="Vineyard")
+def commands() -> None:
+    """Commands for working with vineyard."""
+
+
+@commands.group(name="vineyard", context_settings={"help_option_names": list(_HELP_FLAGS)})
+def vineyard() -> None:
+    """Commands for working with vineyard: see what a vineyardd holds and clean
+    it (ls, inspect, rm, gc, status), run one (serve), write VineyardDataSet
+    catalog entries (catalog), build the image (docker) and generate the Argo
+    workflow (argo) that runs the pipeline one node per pod."""
+
+
+def _add_store_commands() -> None:
+    abouts = _clap_abouts()
+    for name in STORE_COMMANDS:
+        vineyard.add_command(ForwardedCommand(name, abouts.get(name, f"`{PROGRAM} {name}`"), foreground=name == "serve"))
+
+
+_add_store_commands()
+vineyard.add_command(catalog)
+vineyard.add_command(docker)
+vineyard.add_command(argo)
+
+
+def main() -> None:
+    """The ``vineyard-kedro`` script: the Rust command line, without Kedro."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(_core.run_cli([PROGRAM, *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    main()
