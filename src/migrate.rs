@@ -228,27 +228,58 @@ fn unescape_pointer(s: &str) -> String {
     s.replace("~1", "/").replace("~0", "~")
 }
 
-/// Deletes, cluster-wide, every object named `<prefix>...`, every migrated
-/// copy of those objects, and every object left over from earlier copies of
-/// that namespace (their `__name` entry starts with `prefix`); drops the
-/// names. Returns the ids deleted.
-pub fn delete_namespace(client: &mut Client, prefix: &str) -> Result<Vec<ObjectId>> {
+/// `ids` plus every migrated copy of them. Only a cluster (more than one
+/// instance) can hold copies, so a standalone vineyardd costs one request.
+pub fn with_copies(client: &mut Client, ids: &[ObjectId]) -> Result<Vec<ObjectId>> {
+    let mut all: Vec<ObjectId> = ids.to_vec();
+    if !ids.is_empty() && client.cluster_meta()?.len() > 1 {
+        let metas: Vec<(ObjectId, ObjectMeta)> =
+            client.get_data(ids, true, false)?.into_iter().collect();
+        all.extend(find_copies(client, &metas)?.into_iter().map(|(id, _)| id));
+    }
+    all.sort_unstable();
+    all.dedup();
+    Ok(all)
+}
+
+/// The names under `prefix` and the objects of that namespace: the named
+/// ones and, in a cluster, leftovers of earlier copies (their `__name`
+/// entry starts with `prefix`).
+pub fn namespace_objects(
+    client: &mut Client,
+    prefix: &str,
+) -> Result<(Vec<String>, Vec<ObjectId>)> {
     let names: Vec<(String, ObjectId)> = client
         .list_names("*", false, LIST_LIMIT)?
         .into_iter()
         .filter(|(n, _)| n.starts_with(prefix))
         .collect();
     let mut ids: BTreeSet<ObjectId> = names.iter().map(|(_, id)| *id).collect();
-    for (id, m) in client.list_data("*", false, LIST_LIMIT)? {
-        if m.name()
-            .is_some_and(|n| unescape_pointer(n).starts_with(prefix))
-        {
-            ids.insert(id);
+    if client.cluster_meta()?.len() > 1 {
+        for (id, m) in client.list_data("*", false, LIST_LIMIT)? {
+            if m.name()
+                .is_some_and(|n| unescape_pointer(n).starts_with(prefix))
+            {
+                ids.insert(id);
+            }
         }
     }
-    for (n, _) in &names {
+    Ok((
+        names.into_iter().map(|(n, _)| n).collect(),
+        ids.into_iter().collect(),
+    ))
+}
+
+/// Deletes, cluster-wide, every object named `<prefix>...`, every migrated
+/// copy of those objects, and every object left over from earlier copies of
+/// that namespace (their `__name` entry starts with `prefix`); drops the
+/// names. Returns the ids deleted.
+pub fn delete_namespace(client: &mut Client, prefix: &str) -> Result<Vec<ObjectId>> {
+    let (names, ids) = namespace_objects(client, prefix)?;
+    for n in &names {
         client.drop_name(n)?;
     }
-    let ids: Vec<ObjectId> = ids.into_iter().collect();
-    delete_with_copies(client, &ids, false)
+    let all = with_copies(client, &ids)?;
+    client.del_data(&all, false, true)?;
+    Ok(all)
 }

@@ -193,8 +193,9 @@ pub(super) fn rm(socket: &Path, names: &[String], io: &mut Io<'_>) -> Result<(),
                 missing += 1;
             }
             Some(id) => {
-                client.del_data(&[id], false, true)?;
                 client.drop_name(name)?;
+                let ids = crate::migrate::with_copies(&mut client, &[id])?;
+                client.del_data(&ids, false, true)?;
                 writeln!(io.out, "removed {name} ({id})")?;
             }
         }
@@ -229,15 +230,14 @@ pub(super) fn gc(
     let mut client = connect(socket)?;
     let mut report = Map::new();
     if let Some(ns) = ns {
-        let names = names_under(&mut client, Some(ns))?;
-        let mut ids: Vec<ObjectId> = names.iter().map(|(_, id)| *id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        client.del_data(&ids, false, true)?;
-        for (name, _) in &names {
+        // Named objects, plus (in a cluster) migrated copies and leftovers.
+        let (names, ids) = crate::migrate::namespace_objects(&mut client, &format!("{ns}/"))?;
+        for name in &names {
             client.drop_name(name)?;
         }
-        let listed: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+        let ids = crate::migrate::with_copies(&mut client, &ids)?;
+        client.del_data(&ids, false, true)?;
+        let listed: Vec<&str> = names.iter().map(String::as_str).collect();
         report.insert("namespace".into(), ns.into());
         report.insert("deleted".into(), ids.len().into());
         report.insert("names".into(), json!(listed));

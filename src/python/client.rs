@@ -174,9 +174,10 @@ fn flush_deferred(st: &mut State, all: bool) {
     st.live.retain(|_, w| w.strong_count() > 0);
 }
 
-/// Deletes `ids`, deferring those whose blobs this process still views.
-/// Returns how many were deferred.
+/// Deletes `ids` and their migrated copies, deferring those whose blobs this
+/// process still views. Returns how many were deferred.
 fn delete_ids(st: &mut State, ids: &[ObjectId], force: bool) -> crate::Result<usize> {
+    let ids = &crate::migrate::with_copies(client(st)?, ids)?;
     let metas = client(st)?.get_data(ids, false, false)?;
     let mut now = Vec::new();
     let mut deferred = 0;
@@ -431,6 +432,19 @@ impl PyClient {
     fn delete(&self, py: Python<'_>, ids: Vec<u64>, force: bool) -> PyResult<usize> {
         let ids: Vec<ObjectId> = ids.into_iter().map(oid).collect();
         self.with(py, move |st| delete_ids(st, &ids, force))
+    }
+
+    /// Drops every name under `prefix` and deletes the objects (and, in a
+    /// cluster, their migrated copies). Returns the number of objects.
+    fn delete_namespace(&self, py: Python<'_>, prefix: String) -> PyResult<usize> {
+        self.with(py, move |st| {
+            let (names, ids) = crate::migrate::namespace_objects(client(st)?, &prefix)?;
+            for n in &names {
+                client(st)?.drop_name(n)?;
+            }
+            delete_ids(st, &ids, false)?;
+            Ok(ids.len())
+        })
     }
 
     /// Sends deferred deletes now; `all=True` ignores live views (at exit).

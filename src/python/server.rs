@@ -34,7 +34,8 @@ impl PyServer {
     #[new]
     #[pyo3(signature = (size = "256Mi".to_string(), binary = None, site_dirs = Vec::new(), rpc_port = None,
                         etcd_endpoint = None, etcd_prefix = "vineyard".to_string(), parent_dir = None,
-                        start_timeout = 30.0, die_with_parent = true))]
+                        start_timeout = 30.0, die_with_parent = true, compression = false,
+                        advertise_host = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -47,6 +48,8 @@ impl PyServer {
         parent_dir: Option<PathBuf>,
         start_timeout: f64,
         die_with_parent: bool,
+        compression: bool,
+        advertise_host: Option<String>,
     ) -> PyResult<Self> {
         let opts = ServerOptions {
             binary,
@@ -63,6 +66,8 @@ impl PyServer {
             parent_dir,
             start_timeout: Duration::from_secs_f64(start_timeout.max(0.1)),
             die_with_parent,
+            compression,
+            advertise_host,
             ..ServerOptions::default()
         };
         let server = py.detach(|| Server::start(&opts))?;

@@ -7,7 +7,6 @@ import os
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, settings
 
 from vineyard.contrib.kedro.codec import decode_meta, put_value
@@ -62,8 +61,3 @@ def assert_zero_copy(loaded: Loaded, arr: Any) -> None:
     assert loaded.inside(address_of(a)), "the loaded array is not a view of the shared memory"
     assert not a.flags.writeable, "a view of shared memory must be read-only"
 
-
-@pytest.fixture
-def codec_client(client: Any) -> Any:
-    """The conftest client (kept as a separate name for codec tests)."""
-    return client

@@ -77,6 +77,42 @@ def test_dataframe_roundtrip_property(client, df):
             assert_zero_copy(loaded, loaded.value.iloc[:, i].to_numpy())
 
 
+EXTENSION_KINDS = ["Int64", "UInt8", "Float32", "boolean", "category", "ordered", "tz", "str", "string", "object", "arrow"]
+
+
+@st.composite
+def extension_frames(draw):
+    n = draw(st.integers(0, 8))
+    kinds = draw(st.lists(st.sampled_from(EXTENSION_KINDS), max_size=5))
+    ints = st.lists(st.one_of(st.none(), st.integers(0, 200)), min_size=n, max_size=n)
+    texts = st.lists(st.one_of(st.none(), st.text(max_size=4)), min_size=n, max_size=n)
+    data = {}
+    for i, kind in enumerate(kinds):
+        if kind in ("Int64", "UInt8", "Float32"):
+            col = pd.array(draw(ints), dtype=kind)
+        elif kind == "boolean":
+            col = pd.array([None if v is None else v % 2 == 0 for v in draw(ints)], dtype="boolean")
+        elif kind in ("category", "ordered"):
+            col = pd.Categorical(draw(texts), ordered=kind == "ordered")
+        elif kind == "tz":
+            col = pd.to_datetime([None if v is None else v * 3_600_000_000_000 for v in draw(ints)], utc=True).tz_convert("America/New_York")
+        elif kind in ("str", "string"):
+            col = pd.array(draw(texts), dtype=kind)
+        elif kind == "object":
+            col = pd.array(draw(texts), dtype=object)
+        else:
+            col = pd.array(draw(ints), dtype=pd.ArrowDtype(pa.int16()))
+        data[f"{kind}{i}"] = col
+    index = draw(st.sampled_from([pd.RangeIndex(n), pd.RangeIndex(2, 2 + 3 * n, 3), pd.Index(np.arange(n)[::-1] * 7)]))
+    return pd.DataFrame(data, index=index)
+
+
+@CODEC_SETTINGS
+@given(df=extension_frames())
+def test_extension_dtype_frame_roundtrip_property(client, df):
+    assert_frame_exact(roundtrip(client, df), df)
+
+
 @CODEC_SETTINGS
 @given(
     s=st.sampled_from(NUMERIC + ["datetime64[ms]", "timedelta64[us]"]).flatmap(lambda dt: hpd.series(dtype=dt, index=INDEXES, name=st.one_of(st.none(), st.text(max_size=4), st.integers())))

@@ -78,13 +78,13 @@ def test_killed_after_a_save_and_a_load(server, op):
 
 @pytest.mark.parametrize("op", ["save", "load"])
 def test_killed_during_a_large_save_or_load(server, op):
-    """A thread saves (or loads) 512 MiB in a loop; the server is killed while
+    """A thread saves (or loads) 256 MiB in a loop; the server is killed while
     one call is in flight. That call fails, naming the socket, within LIMIT.
     (A load's socket traffic lasts microseconds: the kill may land between two
     loads, and then the next one fails.)"""
     socket = server.socket
     ds = _dataset(socket, f"big-{op}")
-    value = np.full(64 << 20, 1.5)  # 512 MiB
+    value = np.full(32 << 20, 1.5)  # 256 MiB
     if op == "load":
         ds.save(value)
     started: list[float] = []

@@ -6,8 +6,8 @@ one of: integers, float32, float64, bool, null, string/binary (stored widened
 to 64-bit offsets: large_string/large_binary), fixed_size_binary, and
 list/large_list (stored as large_list) of those. Buffers are stored sliced to
 the array (offsets rebased to 0; ``offset_`` is only the bit offset < 8 that
-keeps the validity bitmap's bytes), so a slice never drags its parent's
-memory along. When the stored types differ from the value's (widened offsets,
+lets a bitmap be copied from its first byte, 0 when there is no bitmap), so a
+slice never drags its parent's memory along. When the stored types differ from the value's (widened offsets,
 list field names), ``vineyard_kedro_schema_`` holds the original schema (Arrow
 IPC, base64) and the reader casts back, sharing the data buffers.
 
@@ -21,8 +21,8 @@ IPC, base64) and the reader casts back, sharing the data buffers.
 | polars DataFrame | as its Arrow table, plus ``"from_polars": true`` (the official convention) |
 
 Loads are zero-copy: every Arrow buffer is a view of a blob that keeps the
-mapping alive, and IPC streams are read in place. Every array read is fully
-validated (offsets, sizes, UTF-8) before it is returned.
+mapping alive, and IPC streams are read in place. Every array read is
+validated before it is returned (`arrow_read`).
 """
 
 from __future__ import annotations

@@ -89,11 +89,21 @@ def template_arg(name: str) -> str | None:
     return name[lt + 1 : gt] if 0 < lt < gt else None
 
 
+_DTYPES: dict[tuple, np.dtype] = {}
+
+
 def tensor_dtype(meta: dict) -> np.dtype:
     """The element dtype of a Tensor, from any writer's spelling."""
-    for spec in (meta.get("value_type_meta_"), meta.get("value_type_"), template_arg(typename(meta))):
+    key = (meta.get("value_type_meta_"), meta.get("value_type_"), meta.get("typename"))
+    try:
+        return _DTYPES[key]
+    except (KeyError, TypeError):  # TypeError: unhashable junk in hostile metadata
+        pass
+    for spec in (key[0], key[1], template_arg(typename(meta))):
         d = safe_dtype(spec)
         if d is not None:
+            if len(_DTYPES) < 4096 and all(isinstance(k, (str, type(None))) for k in key):
+                _DTYPES[key] = d
             return d
     raise LayoutError(
         f"{typename(meta)}: unsupported element type {meta.get('value_type_')!r} / {meta.get('value_type_meta_')!r}"
@@ -159,7 +169,8 @@ def decode_raw_tensor(meta: dict, r: Reader) -> np.ndarray:
     count = math.prod(shape)
     flat = r.view(meta, "buffer_", dtype, count)
     a = flat.reshape(shape)
-    if jload(meta, "order_", "C") == "F" and a.ndim > 1:
+    order = meta.get("order_", '"C"')
+    if a.ndim > 1 and order != '"C"' and jload(meta, "order_", "C") == "F":
         a = _readonly(np.asfortranarray(a))
     return a
 
