@@ -236,6 +236,35 @@ impl Client {
         .map(drop)
     }
 
+    /// Seals many blobs with few round trips: requests are written in
+    /// batches and the replies read after each batch. Seal replies carry no
+    /// fds, so this pipelining is safe; batches keep both socket buffers from
+    /// filling up. Every reply is read even after an error reply.
+    pub fn seal_many(&mut self, ids: &[ObjectId]) -> Result<()> {
+        const BATCH: usize = 128;
+        let req = "seal_request";
+        for chunk in ids.chunks(BATCH) {
+            let mut frames = Vec::with_capacity(chunk.len() * 64);
+            for id in chunk {
+                frames.extend_from_slice(&protocol::encode_frame(
+                    &json!({"type": req, "object_id": id}),
+                ));
+            }
+            self.conn.send_raw(&frames, req)?;
+            let mut first_error = None;
+            for _ in chunk {
+                let reply = self.conn.recv(req)?;
+                if let Err(e) = protocol::check_reply(reply, "seal_reply", self.conn.ctx(req)) {
+                    first_error.get_or_insert(e);
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Frees an unsealed blob at once (abort of a save).
     pub fn drop_buffer(&mut self, id: ObjectId) -> Result<()> {
         self.call(

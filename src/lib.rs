@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod client;
 pub mod connection;
+mod copy;
 pub mod deploy;
 pub mod error;
 pub mod migrate;

@@ -8,7 +8,6 @@
 //! round trips. Any failure deletes everything the put created.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{json, Map, Value};
 
@@ -140,13 +139,12 @@ unsafe fn put_inner(
     // vineyardd lists, and which its death marks as no longer in use: `gc
     // --orphans` (`reclaim_orphans`) can find and free them. Unsealed blobs
     // of a dead writer are invisible and stay allocated until a restart.
-    for b in blobs.iter() {
-        client.seal(b.id())?;
-    }
+    let ids: Vec<ObjectId> = blobs.iter().map(BlobBytes::id).collect();
+    client.seal_many(&ids)?;
     // SAFETY: destinations are fresh blobs of exactly the source sizes, owned
     // by this put and unknown to anyone else until `create_datas` below;
     // sources are valid per the caller's contract.
-    unsafe { copy_all(&jobs) };
+    unsafe { crate::copy::copy_all(&jobs) };
     let bytes: u64 = sizes.iter().sum();
 
     // Create members level by level, deepest first.
@@ -269,116 +267,6 @@ fn cleanup(client: &mut Client, created: &[ObjectId], blobs: &[BlobBytes]) {
     }
 }
 
-/// Copies every (source, destination) pair, in parallel when it pays.
-///
-/// # Safety
-/// Each destination must be valid for `source.len()` bytes and not aliased.
-unsafe fn copy_all(jobs: &[(Source, *mut u8)]) {
-    const CHUNK: usize = 8 << 20;
-    // Split into independent pieces so threads balance.
-    #[derive(Clone, Copy)]
-    struct Piece(Source, *mut u8);
-    // SAFETY: pieces write disjoint destination ranges.
-    unsafe impl Send for Piece {}
-    // SAFETY: as above.
-    unsafe impl Sync for Piece {}
-    let mut pieces = Vec::new();
-    let mut total = 0usize;
-    for &(src, dst) in jobs {
-        total += src.len();
-        match src {
-            Source::Contiguous { ptr, len } => {
-                let mut off = 0;
-                while off < len {
-                    let n = CHUNK.min(len - off);
-                    // SAFETY: off + n <= len, inside the source.
-                    let from = unsafe { ptr.add(off) };
-                    // SAFETY: off + n <= len, inside the destination blob.
-                    let to = unsafe { dst.add(off) };
-                    pieces.push(Piece(Source::Contiguous { ptr: from, len: n }, to));
-                    off += n;
-                }
-            }
-            Source::Strided {
-                ptr,
-                itemsize,
-                count,
-                stride,
-            } => {
-                let per = (CHUNK / itemsize.max(1)).max(1);
-                let mut i = 0;
-                while i < count {
-                    let n = per.min(count - i);
-                    // SAFETY: item i lies at ptr + i*stride inside the source array.
-                    let p = unsafe { ptr.offset(i as isize * stride) };
-                    // SAFETY: (i + n) * itemsize <= count * itemsize, inside the blob.
-                    let to = unsafe { dst.add(i * itemsize) };
-                    let piece = Source::Strided {
-                        ptr: p,
-                        itemsize,
-                        count: n,
-                        stride,
-                    };
-                    pieces.push(Piece(piece, to));
-                    i += n;
-                }
-            }
-        }
-    }
-    let run = |p: &Piece| {
-        let Piece(src, dst) = *p;
-        // SAFETY: ranges were bounded above; destinations are disjoint.
-        unsafe { copy_piece(src, dst) }
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    if threads <= 1 || total < 4 * CHUNK || pieces.len() < 2 {
-        pieces.iter().for_each(run);
-        return;
-    }
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                match pieces.get(i) {
-                    Some(p) => run(p),
-                    None => break,
-                }
-            });
-        }
-    });
-}
-
-/// # Safety
-/// `src` must be readable and `dst` writable for `src.len()` bytes.
-unsafe fn copy_piece(src: Source, dst: *mut u8) {
-    match src {
-        Source::Contiguous { ptr, len } => {
-            // SAFETY: caller contract; shared memory never overlaps the source.
-            unsafe { std::ptr::copy_nonoverlapping(ptr, dst, len) }
-        }
-        Source::Strided {
-            ptr,
-            itemsize,
-            count,
-            stride,
-        } => {
-            for i in 0..count {
-                // SAFETY: caller contract; item i of the source, slot i of dst.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        ptr.offset(i as isize * stride),
-                        dst.add(i * itemsize),
-                        itemsize,
-                    )
-                }
-            }
-        }
-    }
-}
-
 /// An object read back: its tree and every local blob, mapped.
 #[derive(Debug)]
 pub struct Fetched {
@@ -407,11 +295,15 @@ pub fn get(client: &mut Client, id: ObjectId) -> Result<Fetched> {
         id = crate::migrate::migrate(client, id, &meta)?;
         meta = client.get_meta(id, false)?;
     }
-    let wanted: Vec<ObjectId> = meta
+    let mut wanted: Vec<ObjectId> = meta
         .blob_ids()
         .into_iter()
         .filter(|b| *b != ObjectId::EMPTY_BLOB)
         .collect();
+    // A bare blob (the official client stores `bytes` that way) is its own data.
+    if id.is_blob() && id != ObjectId::EMPTY_BLOB {
+        wanted.push(id);
+    }
     let mut blobs = client.get_buffers(&wanted)?;
     for b in &wanted {
         if !blobs.contains_key(b) {

@@ -268,7 +268,8 @@ _GLOBALS = {"workflow.uid", "workflow.name", "workflow.namespace", "workflow.sta
 
 def schema_candidates(repo: Path) -> list[Path]:
     """Where Argo's schema is: beside the clone (CI), or in this machine's shared dir."""
-    return [repo.parent / "shared" / "argo" / "workflow-schema.json", Path("/work/shared/argo/workflow-schema.json")]
+    paths = [repo.parent / "shared" / "argo" / "workflow-schema.json", Path("/work/shared/argo/workflow-schema.json")]
+    return list(dict.fromkeys(paths))
 
 
 def workflow_validator(schema_file: Path):

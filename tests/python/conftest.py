@@ -15,6 +15,9 @@ os.environ.setdefault("GLOG_log_dir", tempfile.mkdtemp(prefix="vineyard-kedro-gl
 
 from vineyard.contrib.kedro import _core  # noqa: E402
 
+# Fixtures shared by the CLI tests (in_project, validator, ...).
+pytest_plugins = ["cli_fixtures"]
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run the long variants")

@@ -168,6 +168,9 @@ def churn(socket: str, writer: str, seconds: float) -> dict:
                 break
             del got
         i += 1
+    import gc
+
+    gc.collect()  # frames may sit in reference cycles; their views defer deletes
     for s in slots:
         s.release()
     return {"writer": writer, "saves": saves, "loads": loads, "mismatch": mismatch}

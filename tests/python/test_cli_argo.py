@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from argo_sim import lint_problems, task_graph
 from kedro_project import copy_iris, kedro
-from test_cli_common import add_test_pipelines, check_workflow_text, in_project, node_graph, validator  # noqa: F401
+from cli_fixtures import add_test_pipelines, check_workflow_text, node_graph
 from vineyard.contrib.kedro import _core
 from vineyard.contrib.kedro.plugins.cli import commands
 

@@ -10,7 +10,6 @@ import yaml
 from click.testing import CliRunner
 
 from kedro_project import accuracy, copy_iris, kedro, kedro_env
-from test_cli_common import in_project  # noqa: F401
 from vineyard.contrib.kedro.plugins.cli import commands
 
 TYPE = "vineyard.contrib.kedro.io.dataset.VineyardDataset"

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from kedro_project import copy_iris, kedro, kedro_env
-from test_cli_common import in_project  # noqa: F401
 from vineyard.contrib.kedro import _core
 
 HOST_BASE = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
@@ -124,12 +123,12 @@ def test_build_without_docker_installed(in_project, project, tmp_path):
     result = invoke("docker", "build", env={"PATH": str(empty_bin)})
     assert result.exit_code == 1
     assert "no Docker engine answered `docker version` (the `docker` command is not installed)" in result.stderr
-    uid = os.getuid()
+    uid = os.getuid() or 999  # root's image user is 999, not root
     assert f"--build-arg KEDRO_UID={uid}" in result.stderr and "-t iris ." in result.stderr
 
 
 def test_build_with_a_slow_engine_times_out(in_project, project, tmp_path):
-    fake_docker(tmp_path / "bin", version_cmd="sleep 30")
+    fake_docker(tmp_path / "bin", version_cmd="exec sleep 30")
     invoke = in_project(project)
     env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", "VINEYARD_KEDRO_DOCKER_TIMEOUT": "1"}
     result = invoke("docker", "build", env=env)

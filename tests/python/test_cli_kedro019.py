@@ -14,7 +14,7 @@ import pytest
 
 from argo_sim import run_exit_handler, run_workflow, task_graph
 from kedro_project import accuracy, copy_iris, kedro, kedro_env
-from test_cli_common import add_test_pipelines, check_workflow_text, validator  # noqa: F401
+from cli_fixtures import add_test_pipelines, check_workflow_text
 from vineyard.contrib.kedro import _core
 
 EXPECTED = 0.933

@@ -342,3 +342,46 @@ def test_values_survive_when_the_frame_is_dropped_but_a_column_is_kept(client):
     addr = address_of(col)
     del loaded
     assert address_of(col) == addr and col[12345] == 12345.0
+
+
+def _cpp_tensor(w, a, cpp):
+    """A Tensor as the C++ client writes it (C++ type spellings, no value_type_meta_)."""
+    return {"typename": f"vineyard::Tensor<{cpp}>", "value_type_": cpp, "shape_": f"[{len(a)}]", "partition_index_": "[]", "nbytes": a.nbytes, "buffer_": w.array(a)}
+
+
+def test_reads_the_cpp_spellings_and_cpp_dataframe_index(client):
+    from vineyard.contrib.kedro.codec.registry import Writer
+
+    w = Writer()
+    a = np.arange(4, dtype=np.int32)
+    b = np.arange(4, dtype=np.uint32) * 3
+    f = np.linspace(0, 1, 4, dtype=np.float32)
+    idx = np.array([10, 20, 30, 40], dtype=np.int64)
+    tree = {
+        "typename": "vineyard::DataFrame",
+        "columns_": '["a", "b", "f"]',
+        "__values_-size": 4,
+        "__values_-key-0": '"a"',
+        "__values_-value-0": _cpp_tensor(w, a, "int"),
+        "__values_-key-1": '"index_"',
+        "__values_-value-1": {"typename": "vineyard::Index", "name": "null", "value_type_": "int64_t", "value_": _cpp_tensor(w, idx, "int64_t")},
+        "__values_-key-2": '"b"',
+        "__values_-value-2": _cpp_tensor(w, b, "uint"),
+        "__values_-key-3": '"f"',
+        "__values_-value-3": _cpp_tensor(w, f, "float"),
+    }
+    object_id, _, _ = client.put(tree, w.buffers, persist=False)
+    out = get_value(client, id=object_id)
+    expected = pd.DataFrame({"a": a, "b": b, "f": f}, index=pd.Index(idx))
+    pd.testing.assert_frame_equal(out, expected, check_exact=True, check_column_type=False)
+    client.delete([object_id])
+    w = Writer()
+    arr = pa.array([1, 2, None], pa.int32())
+    tree = {
+        "typename": "vineyard::NumericArray<int32_t>",
+        "length_": 3, "null_count_": 1, "offset_": 0, "nbytes": 13,
+        "buffer_": w.memory(arr.buffers()[1]), "null_bitmap_": w.memory(arr.buffers()[0]),
+    }  # fmt: skip
+    object_id, _, _ = client.put(tree, w.buffers, persist=False)
+    assert get_value(client, id=object_id).equals(arr)
+    client.delete([object_id])

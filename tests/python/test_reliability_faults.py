@@ -9,6 +9,8 @@ slack for a loaded CI machine."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 
 import numpy as np
@@ -20,7 +22,7 @@ from reliability_helpers import bounded, wait_until
 from vineyard.contrib.kedro import _connection, _core
 from vineyard.contrib.kedro.errors import ConnectError
 from vineyard.contrib.kedro.io import VineyardDataSet
-from vineyard.contrib.kedro.runner import SequentialRunner, ThreadRunner
+from vineyard.contrib.kedro.runner import ParallelRunner, SequentialRunner, ThreadRunner
 
 LIMIT = 10.0
 DEAD_SOCKET_LIMIT = 2.5
@@ -135,6 +137,30 @@ def test_timeouts_are_settings(monkeypatch, tmp_path):
     assert 1.5 < out.seconds < DEAD_SOCKET_LIMIT, out.seconds
 
 
+def test_a_frozen_server_fails_within_the_read_timeout(server, monkeypatch):
+    """SIGSTOP: the server accepts bytes but never answers. An established
+    connection gives up after VINEYARD_KEDRO_READ_TIMEOUT (1 s here) and a new
+    one after the connect timeout, which also bounds the handshake."""
+    monkeypatch.setenv("VINEYARD_KEDRO_READ_TIMEOUT", "1")
+    monkeypatch.setenv("VINEYARD_KEDRO_CONNECT_TIMEOUT", "1")
+    socket = server.socket
+    ds = _dataset(socket, "frozen")
+    ds.save(np.arange(3))
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        out = bounded(ds.load, LIMIT)
+        _fails_naming(out, socket)
+        assert "within 1.0 s" in str(out.error), str(out.error)
+        assert 0.9 < out.seconds < 2.0, out.seconds
+        # A new connection (the failed one was dropped): bounded as well.
+        out = bounded(ds.load, LIMIT)
+        _fails_naming(out, socket)
+        assert out.seconds < 2.5, out.seconds
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    np.testing.assert_array_equal(ds.load(), np.arange(3))  # and it recovers
+
+
 def test_a_stale_socket_file_fails_within_2_s(tmp_path):
     import socket as so
 
@@ -149,15 +175,13 @@ def test_a_stale_socket_file_fails_within_2_s(tmp_path):
 
 # -- a Kedro run whose vineyardd dies ----------------------------------------------------
 
-_VICTIM: list = []
-
-
 def produce():
     return np.arange(100_000)
 
 
 def kill_then_pass(a):
-    _VICTIM[0].kill()
+    # By pid from the environment: ParallelRunner runs this in a worker.
+    os.kill(int(os.environ["RELIABILITY_VICTIM_PID"]), signal.SIGKILL)
     return a * 2
 
 
@@ -175,16 +199,28 @@ def _pipeline():
     )
 
 
+def total_of(a):
+    return int(a.sum())
+
+
 def _healthy_pipeline():
-    return pipeline([node(produce, None, "a", name="produce"), node(lambda a: int(a.sum()), "a", "total", name="sum")])
+    return pipeline([node(produce, None, "a", name="produce"), node(total_of, "a", "total", name="sum")])
 
 
-@pytest.mark.parametrize("runner_cls", [SequentialRunner, ThreadRunner])
-def test_run_whose_vineyardd_is_killed_fails_naming_the_socket_and_a_rerun_succeeds(runner_cls):
+def _catalog(runner_cls, total):
+    if runner_cls is ParallelRunner:
+        from kedro.io import SharedMemoryDataCatalog  # what KedroSession uses with a ParallelRunner
+
+        return SharedMemoryDataCatalog({"total": total})
+    return DataCatalog({"total": total})
+
+
+@pytest.mark.parametrize("runner_cls", [SequentialRunner, ThreadRunner, ParallelRunner])
+def test_run_whose_vineyardd_is_killed_fails_naming_the_socket_and_a_rerun_succeeds(runner_cls, monkeypatch):
     first = _core.Server(size="256Mi")
-    _VICTIM[:] = [first]
+    monkeypatch.setenv("RELIABILITY_VICTIM_PID", str(first.pid))
     try:
-        catalog = DataCatalog({"total": MemoryDataset()})
+        catalog = _catalog(runner_cls, MemoryDataset())
         out = bounded(lambda: runner_cls(vineyard_ipc_socket=first.socket).run(_pipeline(), catalog), 60)
         assert out.finished, "the run hung after its vineyardd was killed"
         assert isinstance(out.error, DatasetError), repr(out.error)
@@ -195,8 +231,10 @@ def test_run_whose_vineyardd_is_killed_fails_naming_the_socket_and_a_rerun_succe
     # A new server, a new run: it works.
     with _core.Server(size="256Mi") as second:
         total = MemoryDataset()
-        runner_cls(vineyard_ipc_socket=second.socket).run(_healthy_pipeline(), DataCatalog({"total": total}))
-        assert total.load() == int(np.arange(100_000).sum())
+        catalog = _catalog(runner_cls, total)
+        runner_cls(vineyard_ipc_socket=second.socket).run(_healthy_pipeline(), catalog)
+        if runner_cls is not ParallelRunner:  # (its workers write their own copy)
+            assert catalog.load("total") == int(np.arange(100_000).sum())
         assert _core.Client(second.socket).list_names() == []
 
 

@@ -122,6 +122,7 @@ def test_save_load_release_cycles_leak_nothing(slow):
             cycle()
         seconds = time.monotonic() - start
         gc.collect()
+        _connection.client_for(server.socket).flush()
         usage, rss, fds = c.status()["memory_usage"], rss_bytes(), open_fds()
         print(f"{cycles} cycles of 16 MiB in {seconds:.1f} s; rss {(rss - rss0) / MIB:+.1f} MiB, fds {fds - fds0:+d}")
         assert usage == usage0 == 0, f"vineyardd usage {usage} (baseline {usage0})"
@@ -163,10 +164,6 @@ def test_the_tcp_check_sees_an_rpc_listener():
 
 
 FLAG = "reliability-poison-flag"
-
-
-def _poison_target() -> str:
-    return os.path.join(os.environ.get("RELIABILITY_TMP", "/tmp"), FLAG)
 
 
 class Poison:

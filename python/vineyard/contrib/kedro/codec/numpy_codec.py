@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .registry import EXTRA, LayoutError, Reader, Writer, decoder, jdump, jload, shape_of, typename
+from .registry import EXTRA, LayoutError, Reader, Writer, decoder, jdump, jload, shape_of, typename, unpickle
 
 #: numpy names whose C++ spelling the official client uses in the typename.
 _CPP_NAME = {"int32": "int", "float32": "float", "float64": "double"}
@@ -194,7 +194,7 @@ def decode_string_tensor(meta: dict, r: Reader) -> np.ndarray:
 def decode_object_tensor(meta: dict, r: Reader) -> Any:
     size = meta.get(EXTRA + "size_")
     view = r.bytes_view(meta, "buffer_", size if isinstance(size, int) and not isinstance(size, bool) else None)
-    return pickle.loads(memoryview(view), fix_imports=True)
+    return unpickle(memoryview(view), "vineyard::Tensor<object>")
 
 
 @decoder("vineyard::Tensor<", prefix=True)

@@ -26,7 +26,7 @@ import pyarrow as pa
 from .arrow_codec import array_tree, decode_arrow_array, encode_arrow
 from .numpy_codec import decode_raw_tensor, is_raw, object_tensor_tree, tensor_tree
 from .pickle_codec import encode_pickle
-from .registry import EXTRA, OURS, LayoutError, Reader, Writer, decode, decoder, jdump, jload, member, typename
+from .registry import EXTRA, OURS, LayoutError, Reader, Writer, decode, decoder, jdump, jload, member, typename, unpickle
 
 MASKED = OURS + "MaskedArray"
 CATEGORICAL = OURS + "Categorical"
@@ -221,7 +221,7 @@ def decode_datetime_tz(meta: dict, r: Reader) -> Any:
     if raw.ndim != 1 or raw.dtype.kind != "M":
         raise LayoutError(f"{DATETIME_TZ}: values must be 1-D datetime64")
     try:
-        tz = pickle.loads(base64.b64decode(meta["tz_pickle_"])) if "tz_pickle_" in meta else meta["tz_"]
+        tz = unpickle(base64.b64decode(meta["tz_pickle_"]), DATETIME_TZ) if "tz_pickle_" in meta else meta["tz_"]
         unit = np.datetime_data(raw.dtype)[0]
         dtype = pd.DatetimeTZDtype(unit=unit, tz=tz)
     except (KeyError, TypeError, ValueError) as e:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from .registry import LayoutError, Reader, UnsupportedValueError, Writer, decoder, get_int
+from .registry import Reader, UnsupportedValueError, Writer, decoder, get_int, unpickle
 
 TYPENAME = "vineyard::PickleBuffer"
 MAX_BUFFERS = 1 << 20
@@ -60,10 +60,7 @@ def decode_pickle(meta: dict, r: Reader) -> Any:
     stream = r.bytes_view(meta, "buffer_", n)
     k = get_int(meta, "__buffers_-size", 0, hi=MAX_BUFFERS)
     buffers = [r.bytes_view(meta, f"__buffers_-{i}") for i in range(k)]
-    try:
-        return pickle.loads(memoryview(stream), fix_imports=True, buffers=buffers)
-    except pickle.UnpicklingError as e:
-        raise LayoutError(f"{TYPENAME}: the pickle is corrupt: {e}") from e
+    return unpickle(memoryview(stream), TYPENAME, buffers=buffers)
 
 
 __all__ = ["TYPENAME", "decode_pickle", "encode_pickle"]

@@ -310,6 +310,17 @@ def exact_label(x: Any) -> Any:
     return {"p": base64.b64encode(pickle.dumps(x, protocol=5)).decode("ascii")}
 
 
+def unpickle(data: Any, what: str, buffers: Any = None) -> Any:
+    """pickle.loads on data read from the store: a corrupt stream (any error
+    while unpickling) is a LayoutError naming `what`, never a stray exception."""
+    try:
+        return pickle.loads(data, fix_imports=True, buffers=buffers)
+    except LayoutError:
+        raise
+    except Exception as e:  # noqa: BLE001 - hostile bytes can raise anything
+        raise LayoutError(f"{what}: the pickle is corrupt: {type(e).__name__}: {e}") from e
+
+
 def decode_label(x: Any) -> Any:
     if isinstance(x, dict):
         if "t" in x and isinstance(x["t"], list):
@@ -317,7 +328,7 @@ def decode_label(x: Any) -> Any:
         if "f" in x and x["f"] in ("nan", "inf", "-inf"):
             return float(x["f"])
         if "p" in x and isinstance(x["p"], str):
-            return pickle.loads(base64.b64decode(x["p"]))
+            return unpickle(base64.b64decode(x["p"]), "label")
         raise LayoutError(f"bad label encoding {x!r}")
     if isinstance(x, list):  # a tuple label written by the official client
         return tuple(decode_label(v) for v in x)

@@ -100,9 +100,13 @@ def docker_engine_problem(timeout: float | None = None) -> str | None:
 
 
 def _uid_gid(uid: int | None, gid: int | None) -> tuple[int, int]:
-    """The current user's ids (kedro-docker's defaults: 999 and 0 where there are none)."""
+    """The current user's ids, as kedro-docker does; 999 and 0 (kedro-docker's
+    fallbacks) where there are none, or for root: the image's user is not root,
+    and `useradd -u 0` would fail."""
     if uid is None:
-        uid = os.getuid() if hasattr(os, "getuid") else 999
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        if uid == 0:
+            uid, gid = 999, 0 if gid is None else gid
     if gid is None:
         try:
             import pwd
@@ -169,8 +173,8 @@ def docker_init(metadata: Any, with_vineyard: bool, base_image: str, pipeline: s
 
 @docker.command("build")
 @verbose_option
-@click.option("--uid", type=int, default=None, help="User ID of the kedro user in the image (default: yours).")
-@click.option("--gid", type=int, default=None, help="Group ID of the kedro user in the image (default: yours).")
+@click.option("--uid", type=int, default=None, help="User ID of the kedro user in the image (default: yours; 999 for root).")
+@click.option("--gid", type=int, default=None, help="Group ID of the kedro user in the image (default: yours; 0 for root).")
 @click.option("--image", type=str, default=None, help="Name (tag) of the image (default: the project directory's name).")
 @click.option(
     "--docker-args", type=str, default="", callback=_split_args,

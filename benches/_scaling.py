@@ -1,0 +1,154 @@
+"""Scaling: save and load time against bytes, column count and object count.
+
+* bytes: a float64 16-column frame at a few sizes (ours in a warm and a fresh
+  store, and the floor); `run` merges in the micro part's numeric sizes, so the
+  curve spans 1 MiB to ``--size``. Save should be linear and near the floor;
+  load (zero-copy) should stay flat.
+* columns: 10, 100 and 1,000 float64 columns of 1,000 rows, every contender
+  that can carry them.
+* objects: 1,000 tiny values saved and loaded one after the other (named and
+  loaded by name, as a Kedro dataset does), per pair: ours, pickle files in
+  ``/dev/shm``, and the official client.
+"""
+
+from __future__ import annotations
+
+import gc
+import pickle
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benches import MiB, builders, log, stats
+from benches._micro import Ours, equal, run_case
+
+COLUMN_COUNTS = [10, 100, 1000]
+TINY_KINDS = ["dict", "frame"]
+
+
+def bytes_curve(sizes: list[int], reps: int, ctx: dict) -> list[dict]:
+    out = []
+    for size in sizes:
+        label = f"float64 x16, {size / MiB:g} MiB"
+        out.append(run_case(label, "numeric", size, reps, ctx, ["ours", "ours_fresh", "floor", "floor_warm"]))
+    return out
+
+
+def columns_curve(reps: int, ctx: dict, counts: list[int] = COLUMN_COUNTS) -> list[dict]:
+    out = []
+    for n in counts:
+        rec = run_case(f"{n} columns x 1000 rows", "columns", 0, reps, ctx, ["ours", "pickle", "parquet", "arrow", "official"], columns=n)
+        rec["columns"] = n
+        out.append(rec)
+    return out
+
+
+def _tiny_ours(client: Any, kind: str, n: int) -> tuple[list[float], bool]:
+    make = builders()["tiny_value"]
+    times, ok = [], True
+    names = [f"bench/tiny/{i}" for i in range(n)]
+    for i, name in enumerate(names):
+        v = make(kind, i)
+        c = Ours(client, name)
+        t = time.perf_counter()
+        c.save(v)
+        back = c.load()
+        times.append(time.perf_counter() - t)
+        if i == 0 or i == n - 1:
+            ok = ok and equal(back, v)[1]
+        del back
+    ids = [client.resolve(name) for name in names]
+    for name in names:
+        client.drop_name(name)
+    client.delete([i for i in ids if i is not None])
+    gc.collect()
+    client.flush()
+    return times, ok
+
+
+def _tiny_pickle(kind: str, n: int) -> tuple[list[float], bool]:
+    make = builders()["tiny_value"]
+    d = Path(tempfile.mkdtemp(prefix="vineyard-kedro-bench-tiny-", dir="/dev/shm"))
+    times, ok = [], True
+    try:
+        for i in range(n):
+            v = make(kind, i)
+            path = d / f"{i}.pkl"
+            t = time.perf_counter()
+            with open(path, "wb") as f:
+                pickle.dump(v, f, protocol=5)
+            with open(path, "rb") as f:
+                back = pickle.load(f)
+            times.append(time.perf_counter() - t)
+            if i == 0 or i == n - 1:
+                ok = ok and equal(back, v)[1]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return times, ok
+
+
+def tiny_objects(n: int, reps: int, ctx: dict) -> list[dict]:
+    """`n` save+load pairs per contender and kind; the repetitions alternate them."""
+    out = []
+    for kind in TINY_KINDS:
+        log(f"scaling: {n} tiny {kind} objects, {reps} repetitions")
+        pairs: dict[str, list[float]] = {"ours": [], "pickle": [], "official": []}
+        eq: dict[str, bool] = {}
+        err: dict[str, str] = {}
+        per_rep: dict[str, list[float]] = {k: [] for k in pairs}
+        for rep in range(reps):
+            order = list(pairs)[rep % 3 :] + list(pairs)[: rep % 3]
+            for key in order:
+                if key in err:
+                    continue
+                if key == "ours":
+                    times, ok = _tiny_ours(ctx["client"], kind, n)
+                elif key == "pickle":
+                    times, ok = _tiny_pickle(kind, n)
+                else:
+                    official = ctx.get("official")
+                    if not official:
+                        err[key] = "no official client venv"
+                        continue
+                    r = official.call(op="tiny", kind=kind, n=n)
+                    if not r.get("ok"):
+                        err[key] = r.get("error", "?")
+                        continue
+                    times, ok = r["pairs"], r["equal"]
+                pairs[key].extend(times)
+                per_rep[key].append(sorted(times)[len(times) // 2])
+                eq[key] = eq.get(key, True) and ok
+        results = {}
+        for key in pairs:
+            res: dict[str, Any] = {"pair": stats(per_rep[key]), "pairs_median_all": stats(pairs[key])["median"]}
+            res["pair"]["runs"] = per_rep[key]
+            res["equal"] = eq.get(key) if key not in err else None
+            if key in err:
+                res["error"] = err[key]
+            results[key] = res
+        out.append({"label": f"{n} tiny {kind}s", "kind": kind, "n": n, "reps": reps, "results": results})
+    return out
+
+
+def run(sizes: list[int], reps: int, tiny_n: int, ctx: dict, column_counts: list[int] = COLUMN_COUNTS) -> dict:
+    t = time.perf_counter()
+    out = {
+        "bytes": bytes_curve(sizes, reps, ctx),
+        "columns": columns_curve(reps, ctx, column_counts),
+        "objects": tiny_objects(tiny_n, reps, ctx),
+    }
+    out["seconds"] = time.perf_counter() - t
+    return out
+
+
+def slope(points: list[tuple[int, float]]) -> float | None:
+    """Least-squares seconds per GiB through the (bytes, seconds) points."""
+    if len(points) < 2:
+        return None
+    xs = [b / (1 << 30) for b, _ in points]
+    ys = [s for _, s in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else None
