@@ -267,10 +267,9 @@ fn catalog_render_merges_and_reports() {
         &path,
         format!(
             "# mine\nb: {{type: pandas.CSVDataset, filepath: b.csv}}\n{}",
-            std::fs::read_to_string(&path).unwrap().replace(
-                "b:\n  type: vineyard.contrib.kedro.io.dataset.VineyardDataSet\n  ds_name: b\n",
-                ""
-            )
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .replace(&format!("b:\n  type: {DATASET_TYPE}\n  ds_name: b\n"), "")
         ),
     )
     .unwrap();
