@@ -43,6 +43,7 @@ import pandas as pd
 
 from .numpy_codec import is_raw, tensor_tree
 from .pandas_arrays import decode_values, encode_values
+from .pandas_wide import is_wide, wide_tree
 from .registry import (
     EXTRA,
     OURS,
@@ -224,6 +225,8 @@ def _column_values(df: pd.DataFrame) -> list:
 
 
 def dataframe_tree(df: pd.DataFrame, w: Writer) -> dict:
+    if is_wide(df):
+        return wide_tree(df, w)
     columns = df.columns
     labels = columns.tolist()
     tree: dict[str, Any] = {
@@ -257,6 +260,11 @@ def _frame(arrays: list, index: pd.Index, columns: pd.Index) -> pd.DataFrame:
     for i, a in enumerate(arrays):
         values = a.reshape(1, -1) if isinstance(a, np.ndarray) else a
         blocks.append((values, np.array([i], dtype=np.intp)))
+    return _frame_from_blocks(blocks, index, columns)
+
+
+def _frame_from_blocks(blocks: list, index: pd.Index, columns: pd.Index) -> pd.DataFrame:
+    """A frame made of exactly these blocks (values, column positions): no copy, no consolidation."""
     if _from_blocks is not None:
         return _from_blocks(blocks, index=index, columns=columns)
     from pandas.core.internals import BlockManager
