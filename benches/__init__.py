@@ -21,10 +21,13 @@ other venvs are. It imports only the standard library.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +143,7 @@ def child_env(**extra: str | None) -> dict[str, str]:
 # the `str` dtype spelling gives object strings). The numeric, strided and string
 # builders are codec_bench.py's own.
 
-MIXED = '''
+MIXED = """
 def mixed_frame(size):
     # per row: 4 float64, 2 int64, 1 datetime64, 1 category code, 1 string of ~24 bytes
     n = max(8, size // 90)
@@ -174,7 +177,7 @@ def build(kind, size=0, columns=16):
     if kind == "columns":
         return columns_frame(columns)
     raise ValueError(kind)
-'''
+"""
 
 
 def builder_source() -> str:
@@ -200,3 +203,127 @@ def build(kind: str, size: int = 0, columns: int = 16) -> Any:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+# -- the official client, in its own venv --------------------------------------------
+
+WORKER = r"""
+import gc, json, os, sys, time, warnings
+warnings.simplefilter("ignore")
+out = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)  # whatever vineyard prints goes to stderr; replies own the real stdout
+import numpy as np, pandas as pd
+import vineyard
+ns = {"np": np, "pd": pd}
+state = {"df": None, "client": None}
+def reply(**kw):
+    out.write(json.dumps(kw) + "\n"); out.flush()
+def equal(a, b):
+    try:
+        if isinstance(b, pd.DataFrame):
+            pd.testing.assert_frame_equal(a, b, check_exact=True)
+        elif a != b:
+            return False, "values differ"
+        return True, ""
+    except Exception as e:
+        return False, f"{type(e).__name__}: {str(e)[:300]}"
+def put_get(client, value, verify, name=None, collect=True):
+    if collect:
+        gc.collect()
+    t = time.perf_counter()
+    oid = client.put(value, persist=True, name=name) if name else client.put(value)
+    put = time.perf_counter() - t
+    t = time.perf_counter()
+    back = client.get(name=name) if name else client.get(oid)
+    get = time.perf_counter() - t
+    ok, why = equal(back, value) if verify else (True, "")
+    del back
+    if collect:
+        gc.collect()
+    if name:
+        client.drop_name(name)
+    client.delete(oid, deep=True)
+    return put, get, ok, why
+for line in sys.stdin:
+    msg = json.loads(line)
+    op = msg["op"]
+    try:
+        if op == "source":
+            exec(msg["source"], ns); reply(ok=True)
+        elif op == "connect":
+            state["client"] = vineyard.connect(msg["socket"]); reply(ok=True)
+        elif op == "build":
+            state["df"] = None; gc.collect()
+            state["df"] = ns["build"](msg["kind"], msg.get("size", 0), msg.get("columns", 16)); reply(ok=True)
+        elif op == "put_get":
+            put, get, ok, why = put_get(state["client"], state["df"], msg.get("verify", False))
+            reply(ok=True, put=put, get=get, equal=ok, why=why)
+        elif op == "fresh_put":
+            c = vineyard.connect(msg["socket"])
+            gc.collect()
+            t = time.perf_counter(); oid = c.put(state["df"]); put = time.perf_counter() - t
+            c.delete(oid, deep=True)
+            try:
+                c.close()
+            except Exception:
+                pass
+            reply(ok=True, put=put)
+        elif op == "tiny":
+            times, oks = [], True
+            for i in range(msg["n"]):
+                v = ns["tiny_value"](msg["kind"], i)
+                put, get, ok, why = put_get(state["client"], v, i == 0, name=f"bench/tiny/{i}", collect=False)
+                times.append(put + get)
+                oks = oks and ok
+            reply(ok=True, pairs=times, equal=oks)
+        elif op == "free":
+            state["df"] = None; gc.collect(); reply(ok=True)
+        elif op == "exit":
+            reply(ok=True); break
+    except Exception as e:
+        reply(ok=False, error=f"{type(e).__name__}: {str(e)[:400]}")
+"""
+
+
+class OfficialWorker:
+    """The official client in a subprocess of its own venv; each request is
+    one JSON line and so is each reply. Timings are taken inside it."""
+
+    def __init__(self, python: str, socket: str) -> None:
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [python, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=child_env()
+        )
+        self.call(op="source", source=builder_source())
+        self.call(op="connect", socket=socket)
+
+    def call(self, **msg: Any) -> dict:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stderr.seek(0)
+            raise RuntimeError(f"the official client's worker died: {self.stderr.read()[-2000:].decode(errors='replace')}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        try:
+            self.call(op="exit")
+            self.proc.wait(timeout=30)
+        except Exception:  # noqa: BLE001
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
+
+
+def start_official(socket: str) -> OfficialWorker | None:
+    python = official_python()
+    if not python:
+        log("official client: no venv (set VINEYARD_OFFICIAL_PYTHON); skipped")
+        return None
+    try:
+        return OfficialWorker(python, socket)
+    except Exception as e:  # noqa: BLE001
+        log(f"official client: cannot start ({e}); skipped")
+        return None

@@ -2,25 +2,25 @@
 
 Each run is a subprocess (``python -m benches._pipelines child SPEC``) that
 builds the pipeline and catalog, calls ``runner.run`` in-process and prints one
-JSON line: the run's time, the time spent in dataset loads and saves (Kedro's
-dataset hooks) and in each node, and its peak RSS (VmHWM, shared memory pages
-it touched included). The parent polls the summed PSS of the run's process
-tree (plus an external vineyardd): the memory of the whole run. The last nodes write their column sums to a file, so every
-contender's result can be compared.
+JSON line: the run's time, the time in dataset loads and saves (Kedro's dataset
+hooks) and in each node, and its peak RSS (VmHWM, shared memory it touched
+included). The parent polls the summed PSS of the run's process tree (plus an
+external vineyardd). The last nodes write their column sums to a file, so
+every contender's result can be compared.
 
 Sequential pipeline: ``make -> raw -> transform -> scaled -> summarize``
 (``raw`` and ``scaled`` are float64 frames of ``--pipeline-size``), run with
 Kedro 1.7 by ``memory`` (default MemoryDataset, which copies DataFrames on
 save and load), ``assign`` (MemoryDataset ``copy_mode: assign``: references
 passed, the compute floor), ``pickle`` and ``parquet`` (kedro-datasets on
-local disk), ``ours`` (our SequentialRunner, embedded vineyardd) and, on
+local disk), ``ours`` (our SequentialRunner, embedded vineyardd: a fresh
+store every run, as ``kedro run`` gives), ``ours_warm`` (the same against one
+long-lived vineyardd, whose memory earlier runs already touched) and, on
 Kedro 0.18.14 in its own venv, ``official`` (the official plugin's
 SequentialRunner against a vineyardd started here). Two-branch pipeline
 (``make -> raw``, then two ``transform -> summarize`` branches): Kedro's
-ParallelRunner (``kedro_parallel``) against ours (``ours_parallel``).
-
-The child imports only numpy and pandas at the top, so it runs in the Kedro
-0.18 venv too.
+ParallelRunner (``kedro_parallel``) against ours (``ours_parallel``). The
+child imports only numpy and pandas at the top (it runs in Kedro 0.18's venv).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def summarize_b(b: pd.DataFrame) -> list[float]:
 
 # -- the child ------------------------------------------------------------------------------
 
-SEQUENTIAL = ["memory", "assign", "pickle", "parquet", "ours", "official"]
+SEQUENTIAL = ["memory", "assign", "pickle", "parquet", "ours", "ours_warm", "official"]
 PARALLEL = ["kedro_parallel", "ours_parallel"]
 LABELS = {
     "memory": "MemoryDataset (default copy)",
@@ -89,6 +89,7 @@ LABELS = {
     "pickle": "PickleDataset (local disk)",
     "parquet": "ParquetDataset (local disk)",
     "ours": "ours: SequentialRunner",
+    "ours_warm": "ours, long-lived vineyardd (warm)",
     "official": "official plugin, Kedro 0.18.14",
     "kedro_parallel": "Kedro ParallelRunner",
     "ours_parallel": "ours: ParallelRunner",
@@ -154,17 +155,13 @@ def _hwm() -> int | None:
     """This process's peak RSS (VmHWM: anonymous, file and shared memory pages).
     Not ru_maxrss: that one starts from the forking parent's RSS."""
     with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return None
+        return next((int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM:")), None)
 
 
 def child(spec: dict) -> dict:
     from kedro.io import DataCatalog
 
-    contender = spec["contender"]
-    tmp = spec["tmp"]
+    contender, tmp = spec["contender"], spec["tmp"]
     parallel = contender in PARALLEL
     catalog: Any = DataCatalog()
     timed: dict[str, float] = {}
@@ -184,7 +181,7 @@ def child(spec: dict) -> dict:
         from kedro.io import SharedMemoryDataCatalog
 
         catalog = SharedMemoryDataCatalog()
-    if contender in ("ours", "ours_parallel"):
+    if contender in ("ours", "ours_warm", "ours_parallel"):
         from vineyard.contrib.kedro import _connection
         from vineyard.contrib.kedro.runner import ParallelRunner, SequentialRunner
 
@@ -220,8 +217,8 @@ def child(spec: dict) -> dict:
     if timed:
         out["embedded_start"] = timed.get("acquire_embedded")
         out["embedded_stop"] = timed.get("release_embedded")
-    if parallel:  # dataset hooks run in the worker processes, not here
-        out["save"] = out["load"] = None
+    if parallel:
+        out["save"] = out["load"] = None  # dataset hooks run in the worker processes, not here
     return out
 
 
@@ -245,29 +242,25 @@ def _tree(pid: int) -> list[int]:
 def _pss(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("Pss:"))
+    except (OSError, StopIteration):
+        return 0
 
 
 class Poller:
-    """Peak of the summed PSS of a process tree (and extra pids), sampled."""
+    """Peak of the summed PSS of a process tree (and extra pids), sampled every 0.1 s."""
 
-    def __init__(self, root: int, extra: list[int], interval: float = 0.1) -> None:
+    def __init__(self, root: int, extra: list[int]) -> None:
         import threading
 
-        self.root, self.extra, self.interval, self.peak = root, extra, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self.peak, self._stop = 0, threading.Event()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, sum(_pss(p) for p in _tree(self.root) + self.extra))
-            self._stop.wait(self.interval)
+        def sample() -> None:
+            while not self._stop.wait(0.1 if self.peak else 0.0):
+                self.peak = max(self.peak, sum(_pss(p) for p in _tree(root) + extra), 1)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
 
     def stop(self) -> int:
         self._stop.set()
@@ -290,7 +283,8 @@ def run_one(contender: str, nbytes: int, python: str, disk: str, env: dict[str, 
     env = child_env(BENCH_PIPE_BYTES=str(nbytes), BENCH_RESULT_DIR=results, **env)
     with tempfile.TemporaryFile() as log:
         t = time.perf_counter()
-        proc = subprocess.Popen([python, "-m", "benches._pipelines", "child", json.dumps(spec)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        cmd = [python, "-m", "benches._pipelines", "child", json.dumps(spec)]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         poller = Poller(proc.pid, extra_pids)
         proc.wait()
         wall = time.perf_counter() - t
@@ -314,7 +308,28 @@ def run_one(contender: str, nbytes: int, python: str, disk: str, env: dict[str, 
 def _same(a: dict, b: dict) -> bool:
     if not a or set(a) != set(b):
         return False
-    return all(len(a[k]) == len(b[k]) and all(abs(x - y) <= 1e-12 * max(abs(x), abs(y), 1.0) for x, y in zip(a[k], b[k])) for k in a)
+    return all(
+        len(a[k]) == len(b[k]) and all(abs(x - y) <= 1e-12 * max(abs(x), abs(y), 1.0) for x, y in zip(a[k], b[k])) for k in a
+    )
+
+
+def _run_contender(c: str, nbytes: int, ctx: dict, warm: Any, python018: str | None) -> dict:
+    from benches import MiB
+
+    env: dict[str, str | None] = {"VINEYARD_IPC_SOCKET": None}
+    python, server, pids = sys.executable, None, []
+    if c == "ours_warm":
+        env, pids = {"VINEYARD_IPC_SOCKET": warm.socket}, [warm.pid]
+    if c == "official":  # the official plugin against a vineyardd of its own, started here
+        from vineyard.contrib.kedro import _core
+
+        server = _core.Server(size=f"{3 * nbytes // MiB + 512}Mi")
+        python, env, pids = python018 or "", {"VINEYARD_IPC_SOCKET": server.socket}, [server.pid]
+    try:
+        return run_one(c, nbytes, python, ctx["disk"], env, pids)
+    finally:
+        if server:
+            server.kill()
 
 
 def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequential", "parallel")) -> dict:
@@ -327,30 +342,36 @@ def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequentia
     skipped = {} if python018 or not seq else {"official": "no Kedro 0.18.14 venv (set VINEYARD_KEDRO018_PYTHON)"}
     runs: dict[str, list[dict]] = {c: [] for c in seq + par}
     t0 = time.perf_counter()
-    for group in filter(None, (seq, par)):
-        for rep in range(reps):
-            for c in group[rep % len(group) :] + group[: rep % len(group)]:
-                env: dict[str, str | None] = {"VINEYARD_IPC_SOCKET": None}
-                python, server, pids = sys.executable, None, []
-                if c == "official":
-                    from vineyard.contrib.kedro import _core
+    warm = None
+    if "ours_warm" in seq:  # one vineyardd for all its runs, warmed by a run that is not counted
+        from vineyard.contrib.kedro import _core
 
-                    server = _core.Server(size=f"{3 * nbytes // MiB + 512}Mi")
-                    python, env, pids = python018, {"VINEYARD_IPC_SOCKET": server.socket}, [server.pid]
-                try:
-                    r = run_one(c, nbytes, python, ctx["disk"], env, pids)
-                finally:
-                    if server:
-                        server.kill()
-                took = "failed" if "error" in r else f"{r['total']:.2f} s"
-                log(f"pipeline: {c} rep {rep}: {took}, wall {r['wall']:.1f} s")
-                runs[c].append(r)
+        warm = _core.Server(size=f"{3 * nbytes // MiB + 512}Mi")
+    try:
+        if warm:
+            run_one("ours_warm", nbytes, sys.executable, ctx["disk"], {"VINEYARD_IPC_SOCKET": warm.socket}, [warm.pid])
+        for group in filter(None, (seq, par)):
+            for rep in range(reps):
+                for c in group[rep % len(group) :] + group[: rep % len(group)]:
+                    runs[c].append(_run_contender(c, nbytes, ctx, warm, python018))
+                    r = runs[c][-1]
+                    took = "failed" if "error" in r else f"{r['total']:.2f} s"
+                    log(f"pipeline: {c} rep {rep}: {took}, wall {r['wall']:.1f} s")
+    finally:
+        if warm:
+            warm.kill()
     ref = next((r["sums"] for c in ("assign", "memory", *runs) for r in runs.get(c, []) if "error" not in r and r["sums"]), {})
     ref_par = next((r["sums"] for c in PARALLEL for r in runs.get(c, []) if "error" not in r and r["sums"]), {})
     out: dict[str, Any] = {"bytes": nbytes, "reps": reps, "contenders": {}, "skipped": skipped}
     for c, rs in runs.items():
         ok = [r for r in rs if "error" not in r]
-        res: dict[str, Any] = {"label": LABELS[c], "parallel": c in PARALLEL, "bytes": nbytes, "ran": len(ok), "failed": len(rs) - len(ok)}
+        res: dict[str, Any] = {
+            "label": LABELS[c],
+            "parallel": c in PARALLEL,
+            "bytes": nbytes,
+            "ran": len(ok),
+            "failed": len(rs) - len(ok),
+        }
         for key in ("total", "save", "load", "wall", "maxrss", "peak_pss", "embedded_start", "embedded_stop"):
             vals = [r.get(key) for r in ok]
             if any(v is not None for v in vals):

@@ -48,7 +48,9 @@ def _eq(res: dict) -> str:
         return "cannot carry it"
     if "error" in res:
         return "failed"
-    return {True: "yes" if res.get("exact", True) is not False else "values (dtype differs)", False: "NO", None: ""}[res.get("equal")]
+    return {True: "yes" if res.get("exact", True) is not False else "values (dtype differs)", False: "NO", None: ""}[
+        res.get("equal")
+    ]
 
 
 def micro_rows(rec: dict) -> list[list[str]]:
@@ -58,7 +60,16 @@ def micro_rows(rec: dict) -> list[list[str]]:
         rs = ratio_stats(res["save"]["runs"], ref.get("save", {}).get("runs", [])) if key != REF.get(key, "ours") else None
         rl = ratio_stats(res["load"]["runs"], ref.get("load", {}).get("runs", [])) if key != REF.get(key, "ours") else None
         err = res.get("error", "")
-        rows.append([LABEL[key], _span(res["save"]) if not err else "n/a", _span(res["load"]) if res["load"]["runs"] else "", _x(rs), _x(rl), _eq(res)])
+        rows.append(
+            [
+                LABEL[key],
+                _span(res["save"]) if not err else "n/a",
+                _span(res["load"]) if res["load"]["runs"] else "",
+                _x(rs),
+                _x(rl),
+                _eq(res),
+            ]
+        )
     return rows
 
 
@@ -83,20 +94,51 @@ def micro_table(records: list[dict], md: bool = False) -> str:
     return _table(MICRO_HEADER, rows, md)
 
 
+def _startstop(res: dict) -> str:
+    """The embedded vineyardd's start and stop inside the run, per run."""
+    a, b = (res.get("embedded_start") or {}).get("runs"), (res.get("embedded_stop") or {}).get("runs")
+    if not a or not b:
+        return ""
+    return ", ".join(fmt_time(x + y) for x, y in zip(a, b))
+
+
+def _overhead(res: dict) -> str:
+    """Run time less the nodes' own time (median over runs): what the datasets cost, without
+    the compute, whose page faults make it the noisiest part on a VM."""
+    runs = [t - sum(n.values()) for t, n in zip((res.get("total") or {}).get("runs", []), res.get("nodes") or []) if n]
+    return fmt_time(sorted(runs)[len(runs) // 2]) if runs else ""
+
+
 def pipeline_table(p: dict, md: bool = False) -> str:
     cs = p["contenders"]
-    header = ["pipeline", "contender", "run", "in save", "in load", "peak RSS", "peak PSS, tree+vineyardd", "run / ours", "RSS / ours", "equal"]
+    header = [
+        "pipeline",
+        "contender",
+        "run",
+        "in save",
+        "in load",
+        "run - node compute",
+        "vineyardd start+stop",
+        "peak RSS",
+        "peak PSS, tree+vineyardd",
+        "run / ours",
+        "memory / ours",
+        "equal",
+    ]
     rows = []
     for key, res in cs.items():
         ours = cs.get("ours_parallel" if res["parallel"] else "ours", {})
         tot = res.get("total", {}).get("median")
         o_tot = ours.get("total", {}).get("median")
-        rss, o_rss = res.get("maxrss", {}).get("median"), ours.get("maxrss", {}).get("median")
+        mem = "peak_pss" if res["parallel"] else "maxrss"  # a parallel run's memory is in its workers
+        rss = res.get("maxrss", {}).get("median")
+        m, o_m = res.get(mem, {}).get("median"), ours.get(mem, {}).get("median")
         kind = f"{'two-branch, ParallelRunner' if res['parallel'] else '3 nodes, sequential'}, {fmt_size(res['bytes'])}"
         rows.append([
             kind, res["label"], _span(res.get("total")) if tot else "failed", _span(res.get("save")), _span(res.get("load")),
-            _gb(rss), _gb(res.get("peak_pss", {}).get("median")), f"{tot / o_tot:.2f}x" if tot and o_tot else "",
-            f"{rss / o_rss:.2f}x" if rss and o_rss else "", "yes" if res["equal"] else "NO",
+            _overhead(res),
+            _startstop(res), _gb(rss), _gb(res.get("peak_pss", {}).get("median")), f"{tot / o_tot:.2f}x" if tot and o_tot else "",
+            f"{m / o_m:.2f}x" if m and o_m else "", "yes" if res["equal"] else "NO",
         ])  # fmt: skip
     return _table(header, rows, md)
 
@@ -109,7 +151,14 @@ def scaling_tables(s: dict, md: bool = False) -> str:
     rows = []
     for rec in s.get("objects", []):
         for key, res in rec["results"].items():
-            rows.append([rec["label"], key, _span(res["pair"]) if "error" not in res else res["error"][:60], "yes" if res.get("equal") else ("" if res.get("equal") is None else "NO")])
+            rows.append(
+                [
+                    rec["label"],
+                    key,
+                    _span(res["pair"]) if "error" not in res else res["error"][:60],
+                    "yes" if res.get("equal") else ("" if res.get("equal") is None else "NO"),
+                ]
+            )
     parts.append(_table(["objects", "contender", "save+load pair (median per repetition)", "equal"], rows, md))
     return "\n\n".join(parts)
 
@@ -121,9 +170,15 @@ def targets_table(targets: list[dict], md: bool = False) -> str:
 
 def tables(data: dict) -> str:
     m = data["machine"]
-    out = [f"vineyard-kedro benchmarks: {m['nproc']} CPUs ({m['cpu']}), {m['ram_bytes'] / GiB:.0f} GiB RAM, {data['config']['threads']} copy threads, {data['seconds']:.0f} s"]
+    out = [
+        f"vineyard-kedro benchmarks: {m['nproc']} CPUs ({m['cpu']}), {m['ram_bytes'] / GiB:.0f} GiB RAM, {data['config']['threads']} copy threads, {data['seconds']:.0f} s"
+    ]
     if data.get("micro"):
-        out += ["", "MICRO: save and load of one DataFrame; median (min-max) of the repetitions; 'x ours' = contender / ours in the same repetition", micro_table(data["micro"])]
+        out += [
+            "",
+            "MICRO: save and load of one DataFrame; median (min-max) of the repetitions; 'x ours' = contender / ours in the same repetition",
+            micro_table(data["micro"]),
+        ]
     if data.get("scaling"):
         out += ["", "SCALING", scaling_tables(data["scaling"])]
     if data.get("pipelines"):
@@ -131,6 +186,18 @@ def tables(data: dict) -> str:
     if data.get("targets"):
         out += ["", "TARGETS (issue 7)", targets_table(data["targets"])]
     return "\n".join(out)
+
+
+def _fault_note(data: dict) -> str:
+    recs = [r for r in data.get("micro", []) if r["kind"] == "numeric" and "floor_warm" in r["results"]]
+    if not recs:
+        return ""
+    r = max(recs, key=lambda r: r["bytes"])
+    fresh, warm = (r["results"][k]["save"]["median"] * GiB / r["bytes"] for k in ("floor", "floor_warm"))
+    return (
+        f" On this machine a copy into fresh shared memory costs {fresh:.2f} s per GiB (page faults), a copy into "
+        f"memory already touched {warm:.3f} s per GiB: every 'fresh store' figure, and every run that allocates, pays the former."
+    )
 
 
 def markdown(data: dict) -> str:
@@ -141,7 +208,9 @@ def markdown(data: dict) -> str:
         f"Measured with `{data['command'].strip()}` ({data['seconds'] / 60:.1f} minutes) on {m['nproc']} CPUs ({m['cpu']}), "
         f"{m['ram_bytes'] / GiB:.0f} GiB RAM, Linux {m['kernel']}, Python {m['python']}. Every comparison ran in that one "
         "invocation, contenders alternated within each repetition; times are medians with (min-max). "
-        "Ratios are the contender's time over ours in the same repetition (above 1: we are faster).",
+        "Ratios are the contender's time over ours in the same repetition (above 1: we are faster). "
+        "Pipelines: peak RSS is the run's process (VmHWM, shared memory it touched included); memory / ours compares "
+        "that, or for ParallelRunner the summed PSS of all its processes and vineyardd." + _fault_note(data),
         "",
         "![benchmarks](benches/results/bench.png)",
         "",
@@ -168,7 +237,7 @@ def markdown(data: dict) -> str:
 # -- the plot ------------------------------------------------------------------------------
 
 
-def _bars(ax: Any, records: list[dict], what: str, title: str) -> None:
+def _bars(ax: Any, records: list[dict], what: str, title: str, room: float = 1.0) -> None:
     keys = [k for k in LABEL if any(k in r["results"] and r["results"][k][what]["runs"] for r in records)]
     width = 0.8 / max(1, len(keys))
     for j, key in enumerate(keys):
@@ -181,9 +250,12 @@ def _bars(ax: Any, records: list[dict], what: str, title: str) -> None:
                 lo.append(s["median"] - s["min"])
                 hi.append(s["max"] - s["median"])
         ax.bar(xs, ys, width, yerr=[lo, hi], label=LABEL[key], color=COLORS[key], capsize=1.5, error_kw={"lw": 0.6})
+    short = {"numeric": "f64 x16", "strided": "strided", "mixed": "mixed", "str": "str col", "object": "object str"}
     ax.set_xticks(range(len(records)))
-    ax.set_xticklabels([f"{r['label'].replace('float64 x16, ', 'f64 ')}\n{fmt_size(r['bytes'])}" for r in records], fontsize=7)
+    ax.set_xticklabels([f"{short.get(r['kind'], r['kind'])}\n{fmt_size(r['bytes'])}" for r in records], fontsize=7)
     ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi * room)  # room for a legend above the bars
     ax.set_ylabel("seconds (log)")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", which="both", alpha=0.25)
@@ -198,15 +270,24 @@ def plot(data: dict, path: Path) -> Path:
     fig, axes = plt.subplots(2, 3, figsize=(18, 9.5))
     micro = data.get("micro", [])
     if micro:
-        _bars(axes[0][0], micro, "save", "save one DataFrame (lower is better)")
-        axes[0][0].legend(fontsize=7, ncol=2)
+        _bars(axes[0][0], micro, "save", "save one DataFrame (lower is better)", room=12)
+        axes[0][0].legend(fontsize=6.5, ncol=3, loc="upper center")
         _bars(axes[0][1], micro, "load", "load it back as pandas")
     s = data.get("scaling", {})
     ax = axes[0][2]
     points = [r for r in s.get("bytes", []) + [r for r in micro if r["kind"] == "numeric"]]
     points.sort(key=lambda r: r["bytes"])
-    for key, what, style in (("ours", "save", "-o"), ("ours_fresh", "save", "-s"), ("floor", "save", "--"), ("ours", "load", ":^")):
-        xy = [(r["bytes"] / MiB, r["results"][key][what]["median"]) for r in points if key in r["results"] and r["results"][key][what]["median"]]
+    for key, what, style in (
+        ("ours", "save", "-o"),
+        ("ours_fresh", "save", "-s"),
+        ("floor", "save", "--"),
+        ("ours", "load", ":^"),
+    ):
+        xy = [
+            (r["bytes"] / MiB, r["results"][key][what]["median"])
+            for r in points
+            if key in r["results"] and r["results"][key][what]["median"]
+        ]
         if xy:
             ax.plot(*zip(*xy), style, color=COLORS[key], label=f"{LABEL[key]}: {what}")
     ax.set_xscale("log")
@@ -220,7 +301,11 @@ def plot(data: dict, path: Path) -> Path:
     cols = s.get("columns", [])
     for key in ("ours", "pickle", "parquet", "arrow", "official"):
         for what, style in (("save", "-o"), ("load", ":^")):
-            xy = [(r["columns"], r["results"][key][what]["median"]) for r in cols if key in r["results"] and r["results"][key][what]["median"]]
+            xy = [
+                (r["columns"], r["results"][key][what]["median"])
+                for r in cols
+                if key in r["results"] and r["results"][key][what]["median"]
+            ]
             if xy:
                 ax.plot(*zip(*xy), style, color=COLORS[key], label=f"{LABEL[key]}: {what}")
     ax.set_xscale("log")
@@ -250,15 +335,19 @@ def _pipeline_bars(ax: Any, p: dict) -> None:
         ax.barh(i, tot - save - load, color="#bbbbbb", label="compute and overhead" if i == 0 else None)
         ax.barh(i, save, left=tot - save - load, color="#d6604d", label="in save" if i == 0 else None)
         ax.barh(i, load, left=tot - load, color="#4393c3", label="in load" if i == 0 else None)
-        rss = v.get("maxrss", {}).get("median")
-        ax.text(tot, i, f"  {tot:.1f} s, {_gb(rss)}", va="center", fontsize=7)
+        mem = (v.get("peak_pss") if v["parallel"] else v.get("maxrss")) or {}
+        what = "PSS of all processes" if v["parallel"] else "RSS"
+        ax.text(tot, i, f"  {tot:.1f} s, {what} {_gb(mem.get('median'))}", va="center", fontsize=7)
     ax.set_yticks(range(len(names)))
-    ax.set_yticklabels([f"{cs[k]['label']}\n({fmt_size(cs[k]['bytes'])}{', 2 branches' if cs[k]['parallel'] else ''})" for k in names], fontsize=7)
+    ax.set_yticklabels(
+        [f"{cs[k]['label']}\n({fmt_size(cs[k]['bytes'])}{', 2 branches' if cs[k]['parallel'] else ''})" for k in names],
+        fontsize=7,
+    )
     ax.invert_yaxis()
-    ax.set_xlim(0, max([cs[k]["total"]["median"] for k in names] or [1]) * 1.3)
-    ax.set_xlabel("run time, s; label: median and peak RSS of the run's process")
+    ax.set_xlim(0, max([cs[k]["total"]["median"] for k in names] or [1]) * 1.45)
+    ax.set_xlabel("run time, s (median); label: and peak memory")
     ax.set_title("Kedro pipelines", fontsize=10)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def _tiny_bars(ax: Any, objects: list[dict]) -> None:

@@ -39,7 +39,9 @@ def bytes_curve(sizes: list[int], reps: int, ctx: dict) -> list[dict]:
 def columns_curve(reps: int, ctx: dict, counts: list[int] = COLUMN_COUNTS) -> list[dict]:
     out = []
     for n in counts:
-        rec = run_case(f"{n} columns x 1000 rows", "columns", 0, reps, ctx, ["ours", "pickle", "parquet", "arrow", "official"], columns=n)
+        rec = run_case(
+            f"{n} columns x 1000 rows", "columns", 0, reps, ctx, ["ours", "pickle", "parquet", "arrow", "official"], columns=n
+        )
         rec["columns"] = n
         out.append(rec)
     return out
@@ -137,7 +139,7 @@ def run(sizes: list[int], reps: int, tiny_n: int, ctx: dict, column_counts: list
     out = {
         "bytes": bytes_curve(sizes, reps, ctx),
         "columns": columns_curve(reps, ctx, column_counts),
-        "objects": tiny_objects(tiny_n, reps, ctx),
+        "objects": tiny_objects(tiny_n, min(reps, 3), ctx),
     }
     out["seconds"] = time.perf_counter() - t
     return out

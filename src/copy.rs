@@ -42,9 +42,7 @@ pub(crate) unsafe fn copy_all(jobs: &[(Source, *mut u8)]) {
         // SAFETY: pieces lie inside the caller's ranges; destinations are disjoint.
         unsafe { copy_piece(src, dst) }
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
+    let threads = copy_threads();
     if threads <= 1 || total < 4 * CHUNK || pieces.len() < 2 {
         pieces.iter().for_each(run);
         return;
@@ -61,6 +59,17 @@ pub(crate) unsafe fn copy_all(jobs: &[(Source, *mut u8)]) {
             });
         }
     });
+}
+
+/// Threads for large copies: the CPUs we may use, at most 8. Looked up once:
+/// `available_parallelism` reads cgroup files on every call.
+fn copy_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8)
+    })
 }
 
 fn start_address(src: &Source) -> usize {

@@ -148,26 +148,6 @@ impl BlobBytes {
     }
 }
 
-/// Copies `src` into `dst`, splitting large copies across threads so page
-/// faults on fresh shared memory are taken in parallel.
-pub fn parallel_copy(dst: &mut [u8], src: &[u8]) {
-    const PER_THREAD_MIN: usize = 16 << 20;
-    let n = dst.len().min(src.len());
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |p| p.get())
-        .min(8);
-    if threads <= 1 || n < 2 * PER_THREAD_MIN {
-        dst[..n].copy_from_slice(&src[..n]);
-        return;
-    }
-    let chunk = n.div_ceil(threads).next_multiple_of(4096);
-    std::thread::scope(|s| {
-        for (d, sr) in dst[..n].chunks_mut(chunk).zip(src[..n].chunks(chunk)) {
-            s.spawn(move || d.copy_from_slice(sr));
-        }
-    });
-}
-
 /// Receives one fd sent with SCM_RIGHTS (1 data byte + 1 control message).
 pub fn recv_fd(sock: &impl AsRawFd) -> std::io::Result<Option<OwnedFd>> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
@@ -208,17 +188,4 @@ pub fn recv_fd(sock: &impl AsRawFd) -> std::io::Result<Option<OwnedFd>> {
         }
     }
     Ok(fd)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parallel_copy_copies_everything() {
-        let src: Vec<u8> = (0..(40usize << 20)).map(|i| (i % 251) as u8).collect();
-        let mut dst = vec![0u8; src.len()];
-        parallel_copy(&mut dst, &src);
-        assert!(dst == src);
-    }
 }

@@ -35,7 +35,7 @@ impl PyServer {
     #[pyo3(signature = (size = "256Mi".to_string(), binary = None, site_dirs = Vec::new(), rpc_port = None,
                         etcd_endpoint = None, etcd_prefix = "vineyard".to_string(), parent_dir = None,
                         start_timeout = 30.0, die_with_parent = true, compression = false,
-                        advertise_host = None))]
+                        advertise_host = None, stop_grace = 5.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -50,6 +50,7 @@ impl PyServer {
         die_with_parent: bool,
         compression: bool,
         advertise_host: Option<String>,
+        stop_grace: f64,
     ) -> PyResult<Self> {
         let opts = ServerOptions {
             binary,
@@ -68,6 +69,7 @@ impl PyServer {
             die_with_parent,
             compression,
             advertise_host,
+            stop_grace: Duration::from_secs_f64(stop_grace.max(0.0)),
             ..ServerOptions::default()
         };
         let server = py.detach(|| Server::start(&opts))?;

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 MICRO = {"ours", "ours_fresh", "floor", "floor_warm", "pickle", "parquet", "arrow", "official", "official_fresh"}
-SEQUENTIAL = {"memory", "assign", "pickle", "parquet", "ours", "official"}
+SEQUENTIAL = {"memory", "assign", "pickle", "parquet", "ours", "ours_warm", "official"}
 PARALLEL = {"kedro_parallel", "ours_parallel"}
 
 
@@ -48,6 +48,8 @@ def test_bench_smoke_runs_every_contender(tmp_path):
     contenders = data["pipelines"]["contenders"]
     expected = SEQUENTIAL | PARALLEL
     if "official" in data["pipelines"]["skipped"]:
+        # Only where no Kedro 0.18.14 venv is given (CI gives one).
+        assert not os.environ.get("VINEYARD_KEDRO018_PYTHON"), data["pipelines"]["skipped"]
         expected.discard("official")
     assert expected <= set(contenders), sorted(contenders)
     for key in expected:

@@ -102,7 +102,10 @@ def acquire_embedded(size: str | None = None) -> str:
             # PR_SET_PDEATHSIG follows the creating *thread*: only ask for it
             # from the main thread, whose end is the process's end.
             main = threading.current_thread() is threading.main_thread()
-            _embedded = _core.Server(size=size, site_dirs=_site_dirs(), die_with_parent=main)
+            # vineyardd ignores SIGTERM while a client (a worker that is still
+            # exiting) holds a connection; the data of a finished run is not
+            # needed, so do not wait long before SIGKILL.
+            _embedded = _core.Server(size=size, site_dirs=_site_dirs(), die_with_parent=main, stop_grace=1.0)
             _embedded_owner = os.getpid()
             logger.info(
                 "Started an embedded vineyardd at %s (size %s, RPC off); it stops when the run ends. "
