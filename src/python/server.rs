@@ -70,7 +70,6 @@ impl PyServer {
             compression,
             advertise_host,
             stop_grace: Duration::from_secs_f64(stop_grace.max(0.0)),
-            ..ServerOptions::default()
         };
         let server = py.detach(|| Server::start(&opts))?;
         let socket = server.socket().display().to_string();
