@@ -248,6 +248,12 @@ def dataframe_tree(df: pd.DataFrame, w: Writer) -> dict:
         nbytes += int(col.get("nbytes", 0))
         tree[f"__values_-value-{i}"] = col
     tree["nbytes"] = nbytes
+    return frame_tail(tree, df, w)
+
+
+def frame_tail(tree: dict, df: pd.DataFrame, w: Writer) -> dict:
+    """The index (left out for the default RangeIndex(0..n), which readers
+    assume) and the extras, common to both DataFrame layouts."""
     idx = df.index
     if not (type(idx) is pd.RangeIndex and idx.start == 0 and idx.step == 1 and idx.name is None):
         tree["index_"] = index_tree(idx, w)

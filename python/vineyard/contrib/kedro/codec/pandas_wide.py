@@ -51,7 +51,7 @@ def is_wide(df: pd.DataFrame) -> bool:
 
 
 def wide_tree(df: pd.DataFrame, w: Writer) -> dict:
-    from .pandas_codec import _extras, index_tree
+    from .pandas_codec import frame_tail, index_tree
 
     tree: dict[str, Any] = {
         "typename": WIDE,
@@ -89,11 +89,7 @@ def wide_tree(df: pd.DataFrame, w: Writer) -> dict:
         nbytes += int(col.get("nbytes", 0))
         tree[f"__columns_-{j}"] = col
     tree["nbytes"] = nbytes
-    idx = df.index
-    if not (type(idx) is pd.RangeIndex and idx.start == 0 and idx.step == 1 and idx.name is None):
-        tree["index_"] = index_tree(idx, w)
-    _extras(tree, df, w)
-    return tree
+    return frame_tail(tree, df, w)
 
 
 def _locs(meta: dict, key: str, ncols: int) -> np.ndarray:
