@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -122,3 +124,55 @@ def test_kedro_019(tmp_path, runner):
     assert result.returncode == 0, result.stdout[-4000:]
     assert accuracy(result.stdout) == EXPECTED
     assert len(EMBEDDED.findall(result.stdout)) == 1
+
+
+SESSION_SCRIPT = """
+import sys
+from pathlib import Path
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from vineyard.contrib.kedro.runner import {runner}
+
+path = Path(sys.argv[1])
+bootstrap_project(path)
+with KedroSession.create(project_path=path) as session:
+    session.run(runner={runner}({args}))
+"""
+
+
+@pytest.mark.parametrize("kedro_python", ["1.x", "0.19"])
+def test_kedro_session_with_our_runner(tmp_path, vineyardd, kedro_python):
+    """Kedro's own KedroSession, in a fresh interpreter, with our runner instance."""
+    python = sys.executable
+    init = None
+    if kedro_python == "0.19":
+        python = os.environ.get("VINEYARD_KEDRO019_PYTHON") or pytest.fail(
+            "set VINEYARD_KEDRO019_PYTHON to a Python with Kedro 0.19 and this package (.ci/run does)"
+        )
+        init = "0.19.0"
+    project = copy_iris(tmp_path, kedro_init_version=init)
+    c = _core.Client(vineyardd.socket)
+    names_before = set(c.list_names())
+    script = SESSION_SCRIPT.format(runner="SequentialRunner", args=f"vineyard_ipc_socket={vineyardd.socket!r}")
+    result = subprocess.run(
+        [python, "-c", script, str(project)], cwd=project, env=kedro_env(), capture_output=True, text=True, timeout=300
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert accuracy(out) == EXPECTED
+    assert set(c.list_names()) == names_before
+
+
+def test_hook_entry_point_with_kedros_default_runner(iris, vineyardd):
+    """`VINEYARD_KEDRO_HOOK=1` turns on the hook the package registers: Kedro's
+    own runner then keeps the intermediates in vineyard, and cleans up."""
+    c = _core.Client(vineyardd.socket)
+    names_before = set(c.list_names())
+    env = kedro_env(VINEYARD_IPC_SOCKET=vineyardd.socket, VINEYARD_KEDRO_HOOK="1")
+    result = kedro(iris, "run", env=env)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert accuracy(result.stdout) == EXPECTED
+    assert "Saving data to X_train (VineyardDataSet)" in result.stdout
+    assert set(c.list_names()) == names_before
+    off = kedro(iris, "run", env=kedro_env(VINEYARD_IPC_SOCKET=vineyardd.socket))
+    assert "(VineyardDataSet)" not in off.stdout
