@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod server;
 pub mod shm;
 pub mod store;
+pub mod validate;
 
 #[cfg(feature = "python")]
 mod python;

@@ -75,6 +75,33 @@ impl PyBlob {
         PyBytes::new(py, self.lease.bytes.as_slice())
     }
 
+    /// True when `count` Arrow offsets of `itemsize` (4 or 8) bytes, starting
+    /// `start` bytes into this blob, never decrease and lie in `0..=data_size`:
+    /// then every item of the array lies inside its data buffer. One pass with
+    /// the GIL released (the O(n) part of loading a string column safely).
+    fn offsets_ok(
+        &self,
+        py: Python<'_>,
+        start: usize,
+        count: usize,
+        itemsize: usize,
+        data_size: u64,
+    ) -> PyResult<bool> {
+        let bytes = self.lease.bytes.as_slice();
+        let end = count
+            .checked_mul(itemsize)
+            .and_then(|n| n.checked_add(start));
+        let range = match end {
+            Some(end) if end <= bytes.len() && (itemsize == 4 || itemsize == 8) => start..end,
+            _ => {
+                return Err(PyValueError::new_err(
+                    "offsets outside the blob, or an item size other than 4 or 8",
+                ))
+            }
+        };
+        Ok(py.detach(|| crate::validate::offsets_ok(&bytes[range], itemsize, data_size)))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Blob({}, {} bytes)",
