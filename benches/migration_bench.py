@@ -19,7 +19,9 @@ The default vineyardd compresses migration traffic with zstd
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,7 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("GLOG_log_dir", tempfile.mkdtemp(prefix="vineyard-kedro-bench-glog-"))
+if "GLOG_log_dir" not in os.environ:  # a private directory, removed at exit
+    os.environ["GLOG_log_dir"] = tempfile.mkdtemp(prefix="vineyard-kedro-bench-glog-")
+    atexit.register(shutil.rmtree, os.environ["GLOG_log_dir"], True)
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

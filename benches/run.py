@@ -13,6 +13,7 @@ parts and ``benches/_micro.py`` for the contenders.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
 import os
@@ -25,7 +26,9 @@ from typing import Any
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("GLOG_log_dir", tempfile.mkdtemp(prefix="vineyard-kedro-bench-glog-"))
+if "GLOG_log_dir" not in os.environ:  # a private directory, removed at exit
+    os.environ["GLOG_log_dir"] = tempfile.mkdtemp(prefix="vineyard-kedro-bench-glog-")
+    atexit.register(shutil.rmtree, os.environ["GLOG_log_dir"], True)
 
 from benches import MiB, ROOT, core_threads, log, machine, official_python, parse_size, start_official  # noqa: E402
 

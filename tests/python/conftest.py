@@ -3,7 +3,9 @@ breaks its server), and the environment every test runs in."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -11,7 +13,9 @@ import pytest
 # Kedro telemetry tries the network; vineyardd's glog must stay out of /tmp.
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("GLOG_log_dir", tempfile.mkdtemp(prefix="vineyard-kedro-glog-"))
+if "GLOG_log_dir" not in os.environ:  # a private directory, removed at exit
+    os.environ["GLOG_log_dir"] = tempfile.mkdtemp(prefix="vineyard-kedro-glog-")
+    atexit.register(shutil.rmtree, os.environ["GLOG_log_dir"], True)
 
 from vineyard.contrib.kedro import _core  # noqa: E402
 
