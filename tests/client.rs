@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::start_server;
+use common::{pattern, start_server};
 use serde_json::{json, Value};
 use vineyard_kedro::{BlobBytes, Client, Error, ObjectId, ObjectMeta};
 
@@ -18,20 +18,6 @@ const MIB: u64 = 1 << 20;
 
 fn connect(server: &vineyard_kedro::Server) -> Client {
     Client::connect(server.socket()).expect("connect to the test vineyardd")
-}
-
-/// Deterministic, position-dependent bytes (catches offset and length bugs).
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// The blob member record a metadata tree embeds.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::LocalCluster;
+use common::pattern;
 use serde_json::{json, Map, Value};
 use vineyard_kedro::migrate;
 use vineyard_kedro::store::{self, PutOptions, Source};
@@ -22,21 +23,6 @@ use vineyard_kedro::{Client, Error, ObjectId};
 const MIB: usize = 1 << 20;
 const A: usize = 0;
 const B: usize = 1;
-
-/// Deterministic, position-dependent bytes (incompressible enough that the
-/// zstd framing of a migration is exercised for real).
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// Puts one blob-backed object (persisted, optionally named).
 fn put_bytes(c: &mut Client, data: &[u8], name: Option<&str>) -> ObjectId {

@@ -314,3 +314,18 @@ fn client_gone(e: &std::io::Error) -> bool {
         std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
     )
 }
+
+/// Deterministic, position-dependent bytes (catches offset and length bugs,
+/// and is incompressible enough to exercise a migration's zstd framing).
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

@@ -147,9 +147,8 @@ class Reader:
                 return _EMPTY
             raise LayoutError(f"{typename(meta)}: blob {key!r} (o{bid:016x}) is not local") from None
 
-    def bytes_view(self, meta: Any, key: str, nbytes: int | None = None, offset: int = 0) -> np.ndarray:
-        """A read-only uint8 view of `nbytes` bytes at `offset` of blob `key`
-        (the whole blob from `offset` when `nbytes` is None)."""
+    def _range(self, meta: Any, key: str, nbytes: int | None, offset: int) -> tuple[Any, int]:
+        """Blob `key` and the byte count wanted at `offset`, checked to lie inside it."""
         b = self.blob(meta, key)
         size = b.size
         if nbytes is None:
@@ -158,6 +157,12 @@ class Reader:
             raise LayoutError(
                 f"{typename(meta)}: member {key!r} needs {nbytes} bytes at offset {offset} but the blob has {size}"
             )
+        return b, nbytes
+
+    def bytes_view(self, meta: Any, key: str, nbytes: int | None = None, offset: int = 0) -> np.ndarray:
+        """A read-only uint8 view of `nbytes` bytes at `offset` of blob `key`
+        (the whole blob from `offset` when `nbytes` is None)."""
+        b, nbytes = self._range(meta, key, nbytes, offset)
         if nbytes == 0:
             v = np.empty(0, dtype=np.uint8)
             v.flags.writeable = False
@@ -180,15 +185,8 @@ class Reader:
         """A zero-copy `pyarrow.Buffer` over a blob (None for the empty blob)."""
         import pyarrow as pa
 
-        b = self.blob(meta, key)
-        size = b.size
-        if nbytes is None:
-            nbytes = size - offset
-        if offset < 0 or nbytes < 0 or offset + nbytes > size:
-            raise LayoutError(
-                f"{typename(meta)}: member {key!r} needs {nbytes} bytes at offset {offset} but the blob has {size}"
-            )
-        if size == 0:
+        b, nbytes = self._range(meta, key, nbytes, offset)
+        if b.size == 0:
             return None
         return pa.foreign_buffer(b.address + offset, nbytes, base=b)
 
