@@ -521,11 +521,18 @@ impl PyClient {
         self.connect(py)
     }
 
-    /// Closes the connection (the next call reconnects).
-    fn close(&self, py: Python<'_>) {
+    /// Closes the connection (the next call reconnects). Deletes still
+    /// waiting for views keep it open, unless `abandon`: then they are
+    /// dropped (for a server about to be stopped; views stay readable, since
+    /// the mappings they hold keep the memory).
+    #[pyo3(signature = (abandon = false))]
+    fn close(&self, py: Python<'_>, abandon: bool) {
         py.detach(|| {
             let mut st = self.lock();
             flush_deferred(&mut st, false);
+            if abandon {
+                st.deferred.clear();
+            }
             if st.deferred.is_empty() {
                 st.client = None;
             }

@@ -126,7 +126,7 @@ def release_embedded() -> None:
             server, _embedded = _embedded, None
             socket = server.socket
             for key in [k for k in _clients if k[0] == socket]:
-                _clients.pop(key).close()
+                _clients.pop(key).close(abandon=True)  # vineyardd waits for open connections
             server.stop()
             logger.info("Stopped the embedded vineyardd at %s.", socket)
 
