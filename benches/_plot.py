@@ -12,6 +12,7 @@ LABEL = {
     "ours": "ours (warm store)",
     "ours_fresh": "ours (fresh store)",
     "floor": "floor: fresh shared mapping",
+    "floor_prefault": "floor, prefaulted (MADV_POPULATE_WRITE)",
     "floor_warm": "memcpy into a warm mapping",
     "pickle": "pickle, /dev/shm",
     "parquet": "parquet, /dev/shm",
@@ -20,9 +21,9 @@ LABEL = {
     "official_fresh": "official client (fresh)",
 }
 #: The ours-figure each contender is compared with (the same store state).
-REF = {"ours_fresh": "ours_fresh", "floor": "ours_fresh", "official_fresh": "ours_fresh"}
+REF = {"ours_fresh": "ours_fresh", "floor": "ours_fresh", "floor_prefault": "ours_fresh", "official_fresh": "ours_fresh"}
 COLORS = {
-    "ours": "#1b7837", "ours_fresh": "#5aae61", "floor": "#404040", "floor_warm": "#a0a0a0", "pickle": "#2166ac",
+    "ours": "#1b7837", "ours_fresh": "#5aae61", "floor": "#404040", "floor_prefault": "#707070", "floor_warm": "#a0a0a0", "pickle": "#2166ac",
     "parquet": "#b2182b", "arrow": "#e08214", "official": "#762a83", "official_fresh": "#c2a5cf",
 }  # fmt: skip
 

@@ -32,7 +32,7 @@ def bytes_curve(sizes: list[int], reps: int, ctx: dict) -> list[dict]:
     out = []
     for size in sizes:
         label = f"float64 x16, {size / MiB:g} MiB"
-        out.append(run_case(label, "numeric", size, reps, ctx, ["ours", "ours_fresh", "floor", "floor_warm"]))
+        out.append(run_case(label, "numeric", size, reps, ctx, ["ours", "ours_fresh", "floor", "floor_prefault", "floor_warm"]))
     return out
 
 

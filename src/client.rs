@@ -17,8 +17,16 @@ use serde_json::{json, Map, Value};
 use crate::connection::{Connection, Timeouts};
 use crate::error::{Error, Result};
 use crate::object::{ObjectId, ObjectMeta};
-use crate::protocol::{field_id, field_u64};
+use crate::protocol::{self, field_id, field_u64};
 use crate::shm::Region;
+
+/// Requests written before their replies are read (see `Client::call_many`).
+const PIPELINE_BATCH: usize = 64;
+
+/// The `type` of a request, for error messages.
+fn request_type(msg: &Value) -> &str {
+    msg.get("type").and_then(Value::as_str).unwrap_or("request")
+}
 
 /// The version string we announce; the server never checks it.
 pub const CLIENT_VERSION: &str = "0.24.2";
@@ -130,6 +138,36 @@ impl Client {
 
     fn call(&mut self, msg: Value, expected: &str) -> Result<Map<String, Value>> {
         self.conn.call(&msg, expected)
+    }
+
+    /// Sends requests back to back, then reads their replies in order: one
+    /// wait instead of one per request. vineyardd reads a connection's next
+    /// request only after answering the previous one, so replies come in
+    /// request order; batches of `PIPELINE_BATCH` keep both socket buffers
+    /// from filling up while nobody reads them. Replies must carry no fds.
+    ///
+    /// The outer error is a broken connection; the inner ones are the
+    /// server's answers, one per request (every reply is read even after an
+    /// error reply, so the connection stays in step).
+    pub(crate) fn call_many(
+        &mut self,
+        msgs: &[(Value, &str)],
+    ) -> Result<Vec<Result<Map<String, Value>>>> {
+        let mut out = Vec::with_capacity(msgs.len());
+        for chunk in msgs.chunks(PIPELINE_BATCH) {
+            let mut frames = Vec::with_capacity(chunk.len() * 96);
+            for (msg, _) in chunk {
+                frames.extend_from_slice(&protocol::encode_frame(msg));
+            }
+            let first = request_type(&chunk[0].0);
+            self.conn.send_raw(&frames, first)?;
+            for (msg, expected) in chunk {
+                let req = request_type(msg);
+                let reply = self.conn.recv(req)?;
+                out.push(protocol::check_reply(reply, expected, self.conn.ctx(req)));
+            }
+        }
+        Ok(out)
     }
 
     // ---- metadata ----------------------------------------------------------
@@ -319,6 +357,42 @@ impl Client {
         .map(drop)
     }
 
+    /// Persists `id` (when `persist`) and points `name` at it, in one wait.
+    /// Returns the object the name pointed to before, if any and not `id`.
+    /// Requests run in order, so a failed persist fails the naming too and
+    /// the name keeps its old object.
+    pub fn persist_and_name(
+        &mut self,
+        id: ObjectId,
+        persist: bool,
+        name: &str,
+    ) -> Result<Option<ObjectId>> {
+        let mut msgs = Vec::with_capacity(3);
+        if persist {
+            msgs.push((json!({"type": "persist_request", "id": id}), "persist_reply"));
+        }
+        msgs.push((
+            json!({"type": "get_name_request", "name": name, "wait": false}),
+            "get_name_reply",
+        ));
+        msgs.push((
+            json!({"type": "put_name_request", "object_id": id, "name": name}),
+            "put_name_reply",
+        ));
+        let mut replies = self.call_many(&msgs)?.into_iter();
+        if persist {
+            replies.next().into_iter().try_for_each(|r| r.map(drop))?;
+        }
+        let old = match replies.next() {
+            Some(Ok(reply)) => Some(field_id(&reply, "object_id", self.conn.ctx("get_name_request"))?),
+            Some(Err(e)) if e.is_not_found() => None,
+            Some(Err(e)) => return Err(e),
+            None => None,
+        };
+        replies.next().into_iter().try_for_each(|r| r.map(drop))?;
+        Ok(old.filter(|o| *o != id))
+    }
+
     /// Resolves a name; `wait` blocks (without read timeout) until it exists.
     pub fn get_name(&mut self, name: &str, wait: bool) -> Result<ObjectId> {
         let req = "get_name_request";
@@ -427,6 +501,30 @@ impl Client {
             Some(Value::Object(m)) => Ok(m.clone()),
             _ => Err(self.conn.ctx("cluster_meta").protocol("meta missing")),
         }
+    }
+
+    /// The number of instances in the cluster and the trees of `ids`
+    /// (missing ids absent), in one wait.
+    pub fn cluster_size_and_data(
+        &mut self,
+        ids: &[ObjectId],
+    ) -> Result<(usize, HashMap<ObjectId, ObjectMeta>)> {
+        let msgs = [
+            (json!({"type": "cluster_meta"}), "cluster_meta"),
+            (
+                json!({"type": "get_data_request", "id": ids, "sync_remote": false, "wait": false}),
+                "get_data_reply",
+            ),
+        ];
+        let mut replies = self.call_many(&msgs)?.into_iter();
+        let (Some(cluster), Some(data)) = (replies.next(), replies.next()) else {
+            return Err(self.conn.ctx("cluster_meta").protocol("replies missing"));
+        };
+        let instances = match cluster?.get("meta") {
+            Some(Value::Object(m)) => m.len(),
+            _ => return Err(self.conn.ctx("cluster_meta").protocol("meta missing")),
+        };
+        Ok((instances, self.content_map(data?, "get_data_request")?))
     }
 
     /// Asks this instance to copy a persisted object from the instance that

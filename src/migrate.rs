@@ -242,6 +242,30 @@ pub fn with_copies(client: &mut Client, ids: &[ObjectId]) -> Result<Vec<ObjectId
     Ok(all)
 }
 
+/// `with_copies` with each object's tree (`None` for ids that do not
+/// exist here), for callers that look at the blobs before deleting. A
+/// standalone vineyardd costs one wait.
+pub fn with_copies_meta(
+    client: &mut Client,
+    ids: &[ObjectId],
+) -> Result<Vec<(ObjectId, Option<ObjectMeta>)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (instances, mut metas) = client.cluster_size_and_data(ids)?;
+    let all = if instances > 1 {
+        let all = with_copies(client, ids)?;
+        metas = client.get_data(&all, false, false)?;
+        all
+    } else {
+        let mut all = ids.to_vec();
+        all.sort_unstable();
+        all.dedup();
+        all
+    };
+    Ok(all.into_iter().map(|id| (id, metas.remove(&id))).collect())
+}
+
 /// The names under `prefix` and the objects of that namespace: the named
 /// ones and, in a cluster, leftovers of earlier copies (their `__name`
 /// entry starts with `prefix`).

@@ -175,14 +175,15 @@ unsafe fn put_inner(
     let id = *ids
         .get(&Vec::new())
         .ok_or_else(|| Error::Unsupported("the root object was not created".into()))?;
-    if opts.persist || opts.name.is_some() {
-        client.persist(id)?;
-    }
-    let mut replaced = None;
-    if let Some(name) = &opts.name {
-        replaced = client.try_get_name(name)?.filter(|old| *old != id);
-        client.put_name(id, name)?;
-    }
+    // Names need persisted objects.
+    let replaced = match &opts.name {
+        Some(name) => client.persist_and_name(id, true, name)?,
+        None if opts.persist => {
+            client.persist(id)?;
+            None
+        }
+        None => None,
+    };
     Ok(PutResult {
         id,
         replaced,

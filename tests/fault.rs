@@ -560,27 +560,33 @@ fn payload_outside_its_memory_file_is_a_protocol_error() {
 }
 
 #[test]
-fn create_buffers_reply_with_too_few_payloads_is_a_protocol_error() {
+fn create_buffers_is_pipelined_and_rolls_back_when_one_does_not_fit() {
     let fake = FakeServer::start(|p| {
+        let mem = MemFile::new(4096, &[]);
         p.register();
-        // Two allocations: the client first checks that a batch surely fits.
+        // Both requests arrive before any reply is written: one wait, not two.
+        let first = p.expect("create_buffer_request");
+        let second = p.expect("create_buffer_request");
+        assert_eq!((first["size"].clone(), second["size"].clone()), (json!(16), json!(5000)));
+        p.write_frame(&create_buffer_reply());
+        p.send_fd(&mem.fd());
+        p.write_frame(&json!({"code": 41, "message": "Not enough memory"}));
+        // The blob that fit is dropped, then the free memory is asked for.
+        let drop = p.expect("drop_buffer_request");
+        assert_eq!(drop["id"], json!(BLOB));
+        p.write_frame(&json!({"type": "drop_buffer_reply"}));
         p.expect("instance_status_request");
         p.write_frame(&json!({"type": "instance_status_reply",
-            "meta": {"memory_usage": 0, "memory_limit": 1u64 << 30}}));
-        let req = p.expect("create_buffers_request");
-        assert_eq!(req["num"], 2);
-        assert_eq!(req["sizes"], json!([3, 4]));
-        p.write_frame(
-            &json!({"type": "create_buffers_reply", "num": 1, "ids": [BLOB], "fds": [],
-            "payloads": [payload(BLOB, -1, 0, 0, 0, false)]}),
-        );
+            "meta": {"instance_id": 0, "memory_usage": 0, "memory_limit": 4096}}));
         p.wait_for_close();
     });
     let mut c = connect(&fake);
-    expect_protocol(
-        c.create_buffers(&[3, 4]).unwrap_err(),
-        "asked for 2 blobs, got 1",
-    );
+    match c.create_buffers(&[16, 5000]).unwrap_err() {
+        Error::StoreFull {
+            requested, limit, ..
+        } => assert_eq!((requested, limit), (5016, 4096)),
+        other => panic!("expected Error::StoreFull, got {other:?}"),
+    }
     drop(c);
     fake.finish();
 }

@@ -12,10 +12,6 @@ use crate::object::ObjectId;
 use crate::protocol::{self, field_u64, Payload};
 use crate::shm::{BlobBytes, Region};
 
-/// Allocator bytes a blob may cost beyond its size (alignment and headers),
-/// counted when deciding whether a batch allocation surely fits.
-const BATCH_OVERHEAD_PER_BLOB: u64 = 128;
-
 impl Client {
     /// Allocates one blob; its bytes may be written until `seal`.
     pub fn create_buffer(&mut self, size: u64) -> Result<BlobBytes> {
@@ -24,88 +20,71 @@ impl Client {
 
     /// `create_buffer` without turning "not enough memory" into `StoreFull`.
     fn create_one(&mut self, size: u64) -> Result<BlobBytes> {
-        let req = "create_buffer_request";
-        let reply = self.call(json!({"type": req, "size": size}), "create_buffer_reply")?;
-        let created = reply
-            .get("created")
-            .ok_or_else(|| self.conn.ctx(req).protocol("reply has no created payload"))?;
-        let payload = Payload::from_json(created, self.conn.ctx(req))?;
-        self.receive_fds(&reply, std::slice::from_ref(&payload), req)?;
-        self.blob_of(&payload, req)
+        let reply = self.call(
+            json!({"type": "create_buffer_request", "size": size}),
+            "create_buffer_reply",
+        )?;
+        self.created_blob(&reply)
     }
 
     /// Allocates many blobs, all or nothing: on failure nothing stays
     /// allocated and "not enough memory" becomes `StoreFull` with the total
     /// asked for and the bytes free once the partial allocations are gone.
     ///
-    /// One `create_buffers` round trip when the store clearly has room. When
-    /// it might not, the blobs are created one by one and the created ones
-    /// dropped if one fails: vineyardd 0.24.2's `create_buffers` keeps (leaks)
-    /// the blobs it allocated before the one that did not fit, and never tells
-    /// us their ids, so a batch that can fail half way must not be sent.
+    /// One `create_buffer` per blob, sent back to back (one wait per batch,
+    /// like `call_many`; each reply's fd follows it on the stream). Not
+    /// vineyardd's `create_buffers`: 0.24.2 keeps (leaks) the blobs it
+    /// allocated before the one that did not fit and never tells us their
+    /// ids, while single allocations fail alone and the created ones can be
+    /// dropped here.
     pub fn create_buffers(&mut self, sizes: &[u64]) -> Result<Vec<BlobBytes>> {
-        if sizes.is_empty() {
-            return Ok(Vec::new());
-        }
+        const BATCH: usize = 64;
+        let req = "create_buffer_request";
         let total = sizes.iter().fold(0u64, |a, s| a.saturating_add(*s));
-        let allocations = sizes.iter().filter(|s| **s > 0).count() as u64;
-        if allocations > 1 && !self.room_for_batch(total, allocations)? {
-            return self.create_buffers_one_by_one(sizes, total);
-        }
-        let req = "create_buffers_request";
-        let reply = self
-            .call(
-                json!({"type": req, "num": sizes.len(), "sizes": sizes}),
-                "create_buffers_reply",
-            )
-            .map_err(|e| self.full(e, total))?;
-        let payloads = self.payloads(&reply, req)?;
-        if payloads.len() != sizes.len() {
-            return Err(self.conn.ctx(req).protocol(format!(
-                "asked for {} blobs, got {}",
-                sizes.len(),
-                payloads.len()
-            )));
-        }
-        self.receive_fds(&reply, &payloads, req)?;
-        payloads.iter().map(|p| self.blob_of(p, req)).collect()
-    }
-
-    /// True when a batch of `allocations` blobs totalling `total` bytes
-    /// cannot run out of memory half way: it takes at most half of what is
-    /// free (headroom for allocator overhead, fragmentation and concurrent
-    /// writers between this check and the batch).
-    fn room_for_batch(&mut self, total: u64, allocations: u64) -> Result<bool> {
-        let status = self.instance_status()?;
-        let field = |k: &str| status.get(k).and_then(Value::as_u64);
-        let (Some(used), Some(limit)) = (field("memory_usage"), field("memory_limit")) else {
-            return Ok(false);
-        };
-        let free = limit.saturating_sub(used);
-        let need = total
-            .saturating_add(allocations.saturating_mul(BATCH_OVERHEAD_PER_BLOB))
-            .saturating_mul(2);
-        Ok(need <= free)
-    }
-
-    /// The careful path of `create_buffers`: one request per blob, and a
-    /// rollback of the created ones when one fails.
-    fn create_buffers_one_by_one(&mut self, sizes: &[u64], total: u64) -> Result<Vec<BlobBytes>> {
         let mut out = Vec::with_capacity(sizes.len());
-        for &size in sizes {
-            match self.create_one(size) {
-                Ok(b) => out.push(b),
-                Err(e) => {
-                    if !e.is_fatal_to_connection() {
-                        for b in &out {
-                            let _ = self.drop_buffer(b.id());
-                        }
+        let mut failed = None;
+        for chunk in sizes.chunks(BATCH) {
+            let mut frames = Vec::with_capacity(chunk.len() * 64);
+            for size in chunk {
+                frames.extend_from_slice(&protocol::encode_frame(
+                    &json!({"type": req, "size": size}),
+                ));
+            }
+            self.conn.send_raw(&frames, req)?;
+            for _ in chunk {
+                let reply = self.conn.recv(req)?;
+                match protocol::check_reply(reply, "create_buffer_reply", self.conn.ctx(req)) {
+                    Ok(reply) => out.push(self.created_blob(&reply)?),
+                    Err(e) => {
+                        failed.get_or_insert(e);
                     }
-                    return Err(self.full(e, total));
                 }
             }
+            if failed.is_some() {
+                break;
+            }
         }
-        Ok(out)
+        match failed {
+            None => Ok(out),
+            Some(e) => {
+                for b in &out {
+                    let _ = self.drop_buffer(b.id());
+                }
+                Err(self.full(e, total))
+            }
+        }
+    }
+
+    /// The blob of a `create_buffer_reply`, its memory file received and
+    /// mapped if new.
+    fn created_blob(&mut self, reply: &Map<String, Value>) -> Result<BlobBytes> {
+        let req = "create_buffer_request";
+        let created = reply
+            .get("created")
+            .ok_or_else(|| self.conn.ctx(req).protocol("reply has no created payload"))?;
+        let payload = Payload::from_json(created, self.conn.ctx(req))?;
+        self.receive_fds(reply, std::slice::from_ref(&payload), req)?;
+        self.blob_of(&payload, req)
     }
 
     /// Seals a blob: it becomes immutable and readable by others.
@@ -117,33 +96,13 @@ impl Client {
         .map(drop)
     }
 
-    /// Seals many blobs with few round trips: requests are written in
-    /// batches and the replies read after each batch. Seal replies carry no
-    /// fds, so this pipelining is safe; batches keep both socket buffers from
-    /// filling up. Every reply is read even after an error reply.
+    /// Seals many blobs with one wait per batch (`call_many`).
     pub fn seal_many(&mut self, ids: &[ObjectId]) -> Result<()> {
-        const BATCH: usize = 128;
-        let req = "seal_request";
-        for chunk in ids.chunks(BATCH) {
-            let mut frames = Vec::with_capacity(chunk.len() * 64);
-            for id in chunk {
-                frames.extend_from_slice(&protocol::encode_frame(
-                    &json!({"type": req, "object_id": id}),
-                ));
-            }
-            self.conn.send_raw(&frames, req)?;
-            let mut first_error = None;
-            for _ in chunk {
-                let reply = self.conn.recv(req)?;
-                if let Err(e) = protocol::check_reply(reply, "seal_reply", self.conn.ctx(req)) {
-                    first_error.get_or_insert(e);
-                }
-            }
-            if let Some(e) = first_error {
-                return Err(e);
-            }
-        }
-        Ok(())
+        let msgs: Vec<(Value, &str)> = ids
+            .iter()
+            .map(|id| (json!({"type": "seal_request", "object_id": id}), "seal_reply"))
+            .collect();
+        self.call_many(&msgs)?.into_iter().try_for_each(|r| r.map(drop))
     }
 
     /// Frees an unsealed blob at once (abort of a save).

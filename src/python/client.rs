@@ -204,24 +204,19 @@ fn flush_deferred(st: &mut State, all: bool) {
 /// Deletes `ids` and their migrated copies, deferring those whose blobs this
 /// process still views. Returns how many were deferred.
 fn delete_ids(st: &mut State, ids: &[ObjectId], force: bool) -> crate::Result<usize> {
-    let ids = &crate::migrate::with_copies(client(st)?, ids)?;
-    let metas = client(st)?.get_data(ids, false, false)?;
+    let metas = crate::migrate::with_copies_meta(client(st)?, ids)?;
     let mut now = Vec::new();
     let mut deferred = 0;
-    for id in ids {
-        let blobs = metas.get(id).map(|m| m.blob_ids()).unwrap_or_default();
+    for (id, meta) in metas {
+        let blobs = meta.map(|m| m.blob_ids()).unwrap_or_default();
         if blobs
             .iter()
             .any(|b| st.live.get(b).is_some_and(|w| w.strong_count() > 0))
         {
-            st.deferred.push(Deferred {
-                id: *id,
-                blobs,
-                force,
-            });
+            st.deferred.push(Deferred { id, blobs, force });
             deferred += 1;
         } else {
-            now.push(*id);
+            now.push(id);
         }
     }
     client(st)?.del_data(&now, force, true)?;
