@@ -369,7 +369,10 @@ impl Client {
     ) -> Result<Option<ObjectId>> {
         let mut msgs = Vec::with_capacity(3);
         if persist {
-            msgs.push((json!({"type": "persist_request", "id": id}), "persist_reply"));
+            msgs.push((
+                json!({"type": "persist_request", "id": id}),
+                "persist_reply",
+            ));
         }
         msgs.push((
             json!({"type": "get_name_request", "name": name, "wait": false}),
@@ -384,7 +387,11 @@ impl Client {
             replies.next().into_iter().try_for_each(|r| r.map(drop))?;
         }
         let old = match replies.next() {
-            Some(Ok(reply)) => Some(field_id(&reply, "object_id", self.conn.ctx("get_name_request"))?),
+            Some(Ok(reply)) => Some(field_id(
+                &reply,
+                "object_id",
+                self.conn.ctx("get_name_request"),
+            )?),
             Some(Err(e)) if e.is_not_found() => None,
             Some(Err(e)) => return Err(e),
             None => None,

@@ -689,3 +689,31 @@ fn killed_server_makes_the_next_call_fail_without_hanging() {
     let err = Client::connect(server.socket()).unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
 }
+
+#[test]
+fn a_server_without_stop_grace_stops_at_once_and_is_reaped() {
+    let server = vineyard_kedro::Server::start(&vineyard_kedro::ServerOptions {
+        size: "64Mi".into(),
+        stop_grace: Duration::ZERO,
+        ..Default::default()
+    })
+    .expect("start vineyardd");
+    let pid = server.pid().expect("a running server has a pid");
+    let dir = server.dir().to_path_buf();
+    // A connected client makes vineyardd ignore SIGTERM: no grace means SIGKILL.
+    let _client = connect(&server);
+    let t = Instant::now();
+    drop(server);
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(!dir.exists(), "the private directory is removed at once");
+    // The background reaper collects it: no zombie is left behind.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "vineyardd {pid} was not reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -567,7 +567,10 @@ fn create_buffers_is_pipelined_and_rolls_back_when_one_does_not_fit() {
         // Both requests arrive before any reply is written: one wait, not two.
         let first = p.expect("create_buffer_request");
         let second = p.expect("create_buffer_request");
-        assert_eq!((first["size"].clone(), second["size"].clone()), (json!(16), json!(5000)));
+        assert_eq!(
+            (first["size"].clone(), second["size"].clone()),
+            (json!(16), json!(5000))
+        );
         p.write_frame(&create_buffer_reply());
         p.send_fd(&mem.fd());
         p.write_frame(&json!({"code": 41, "message": "Not enough memory"}));

@@ -100,9 +100,16 @@ impl Client {
     pub fn seal_many(&mut self, ids: &[ObjectId]) -> Result<()> {
         let msgs: Vec<(Value, &str)> = ids
             .iter()
-            .map(|id| (json!({"type": "seal_request", "object_id": id}), "seal_reply"))
+            .map(|id| {
+                (
+                    json!({"type": "seal_request", "object_id": id}),
+                    "seal_reply",
+                )
+            })
             .collect();
-        self.call_many(&msgs)?.into_iter().try_for_each(|r| r.map(drop))
+        self.call_many(&msgs)?
+            .into_iter()
+            .try_for_each(|r| r.map(drop))
     }
 
     /// Frees an unsealed blob at once (abort of a save).
