@@ -223,6 +223,20 @@ fn delete_ids(st: &mut State, ids: &[ObjectId], force: bool) -> crate::Result<us
     Ok(deferred)
 }
 
+/// Drops a client on a thread of its own: unmapping a store whose pages
+/// this process touched takes the kernel ~50 ms per GiB, which the end of a
+/// run need not wait for. Inline if no thread can be spawned.
+fn drop_in_background(c: Client) {
+    let slot = Arc::new(Mutex::new(Some(c)));
+    let theirs = slot.clone();
+    let spawned = std::thread::Builder::new()
+        .name("vineyard-unmap".into())
+        .spawn(move || drop(theirs.lock().ok().and_then(|mut g| g.take())));
+    if spawned.is_err() {
+        drop(slot.lock().ok().and_then(|mut g| g.take()));
+    }
+}
+
 fn source_of(obj: &Bound<'_, PyAny>) -> PyResult<Source> {
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(Source::from_slice(b.as_bytes()));
@@ -529,7 +543,10 @@ impl PyClient {
                 st.deferred.clear();
             }
             if st.deferred.is_empty() {
-                st.client = None;
+                match st.client.take() {
+                    Some(c) if abandon => drop_in_background(c),
+                    other => drop(other),
+                }
             }
         })
     }
