@@ -3,7 +3,8 @@
 //! Used by the tests, by the runners' embedded default and by `serve`. A
 //! launched server lives in a fresh private directory (mode 0700) holding its
 //! socket, its glog files and its stderr, and is stopped when the handle
-//! drops: SIGTERM, then SIGKILL after a grace period.
+//! drops: SIGTERM, then SIGKILL after a grace period (with no grace: SIGKILL
+//! at once, reaped in the background).
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
