@@ -7,16 +7,24 @@
 //! Arrow can outlive the connection that produced it.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::object::ObjectId;
 
+/// Granularity of `Region::prefault`'s record of what this mapping has
+/// already faulted in.
+const POPULATED_CHUNK: usize = 256 << 10;
+
 /// One mapped memory file of vineyardd.
 pub struct Region {
     map: MmapRaw,
     _fd: OwnedFd,
+    /// One bit per `POPULATED_CHUNK`: set once `prefault` has faulted the
+    /// whole chunk in through this mapping.
+    populated: Vec<AtomicU64>,
 }
 
 impl Region {
@@ -34,7 +42,63 @@ impl Region {
             )));
         }
         let map = MmapOptions::new().len(len).map_raw(fd.as_raw_fd())?;
-        Ok(Region { map, _fd: fd })
+        let chunks = len.div_ceil(POPULATED_CHUNK);
+        let populated = (0..chunks.div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Ok(Region {
+            map,
+            _fd: fd,
+            populated,
+        })
+    }
+
+    /// Faults in, writable and in one call, the pages of `len` bytes at
+    /// `offset` that a copy is about to write, unless this mapping already
+    /// did so for every whole chunk of the range.
+    ///
+    /// A copy into pages this process has not mapped yet otherwise takes
+    /// one fault per 4 KiB page inside the copy loop. One
+    /// `MADV_POPULATE_WRITE` is faster: 1.5x for pages new to the store,
+    /// 1.8x for pages an earlier process used (a long-lived vineyardd).
+    /// Pages this mapping already faulted in would only cost a page walk
+    /// (~25 ms per GiB), hence the record. Only page tables change: contents
+    /// are untouched, so the pages the range shares with a neighbouring blob
+    /// are safe. An error (a kernel before 5.14, a memory limit) just leaves
+    /// the faults to the copy.
+    pub fn prefault(&self, offset: usize, len: usize) {
+        let Some(end) = offset.checked_add(len).filter(|e| *e <= self.len()) else {
+            return;
+        };
+        let whole = offset.div_ceil(POPULATED_CHUNK)..end / POPULATED_CHUNK;
+        if !whole.is_empty() && whole.clone().all(|c| self.is_populated(c)) {
+            return;
+        }
+        let page = page_size();
+        let start = self.base() as usize + offset;
+        let aligned = start & !(page - 1);
+        let Some(addr) = std::ptr::NonNull::new(aligned as *mut std::ffi::c_void) else {
+            return;
+        };
+        // SAFETY: [aligned, start + len) lies inside this mapping (`end` was
+        // checked and the mapping starts page aligned); the advice only
+        // populates page tables and never changes memory contents.
+        let done = unsafe {
+            nix::sys::mman::madvise(
+                addr,
+                start + len - aligned,
+                nix::sys::mman::MmapAdvise::MADV_POPULATE_WRITE,
+            )
+        };
+        if done.is_ok() {
+            for c in whole {
+                self.populated[c / 64].fetch_or(1 << (c % 64), Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn is_populated(&self, chunk: usize) -> bool {
+        self.populated[chunk / 64].load(Ordering::Relaxed) & (1 << (chunk % 64)) != 0
     }
 
     /// Length of the mapping.
@@ -51,6 +115,19 @@ impl Region {
     pub fn base(&self) -> *mut u8 {
         self.map.as_mut_ptr()
     }
+}
+
+/// The system's page size, looked up once.
+pub fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|p| usize::try_from(p).ok())
+            .filter(|p| p.is_power_of_two())
+            .unwrap_or(4096)
+    })
 }
 
 impl std::fmt::Debug for Region {
@@ -188,4 +265,59 @@ pub fn recv_fd(sock: &impl AsRawFd) -> std::io::Result<Option<OwnedFd>> {
         }
     }
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+
+    fn region(len: u64) -> Region {
+        let fd = memfd_create(c"vineyard-kedro-test", MFdFlags::MFD_CLOEXEC).expect("memfd_create");
+        nix::unistd::ftruncate(&fd, len as i64).expect("ftruncate");
+        Region::map(fd, len).expect("map")
+    }
+
+    /// MADV_POPULATE_WRITE exists since Linux 5.14.
+    fn populate_supported() -> bool {
+        let r = region(page_size() as u64);
+        let addr = std::ptr::NonNull::new(r.base() as *mut std::ffi::c_void).expect("mapped");
+        // SAFETY: one page of our own mapping; contents are not changed.
+        unsafe {
+            nix::sys::mman::madvise(
+                addr,
+                page_size(),
+                nix::sys::mman::MmapAdvise::MADV_POPULATE_WRITE,
+            )
+        }
+        .is_ok()
+    }
+
+    #[test]
+    fn prefault_records_whole_chunks_and_keeps_contents() {
+        let r = region(8 * POPULATED_CHUNK as u64);
+        // SAFETY: the mapping is 8 chunks long and nobody else uses it.
+        unsafe { *r.base().add(POPULATED_CHUNK + 7) = 42 };
+        // From the middle of chunk 0 to the middle of chunk 3: 1 and 2 are whole.
+        let (offset, len) = (POPULATED_CHUNK / 2, 3 * POPULATED_CHUNK);
+        r.prefault(offset, len);
+        let marked: Vec<bool> = (0..8).map(|c| r.is_populated(c)).collect();
+        if populate_supported() {
+            assert_eq!(
+                marked,
+                [false, true, true, false, false, false, false, false]
+            );
+        } else {
+            assert!(
+                marked.iter().all(|m| !m),
+                "nothing is recorded when the kernel refuses"
+            );
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { *r.base().add(POPULATED_CHUNK + 7) }, 42);
+        // Out of range: nothing happens, nothing is recorded.
+        r.prefault(7 * POPULATED_CHUNK, 2 * POPULATED_CHUNK);
+        r.prefault(usize::MAX, 2);
+        assert!(!r.is_populated(7));
+    }
 }

@@ -130,7 +130,11 @@ unsafe fn put_inner(
                 .next()
                 .ok_or_else(|| Error::Unsupported("blob count mismatch".into()))?;
             blob_ids.push(b.id());
-            jobs.push((*s, b.as_ptr() as *mut u8));
+            let dest = crate::copy::Dest {
+                ptr: b.as_ptr() as *mut u8,
+                region: b.region().map(|r| &**r),
+            };
+            jobs.push((*s, dest));
         }
     }
     // Seal before filling. Nobody else knows these ids until the metadata
