@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--parallel-size", default="256MiB", help="intermediates of the two-branch ParallelRunner pipeline (default 256MiB)"
     )
     p.add_argument("--reps", type=int, default=5, help="repetitions of frames up to 256 MiB (default 5)")
-    p.add_argument("--big-reps", type=int, default=3, help="repetitions of frames over 256 MiB (default 3: keeps the run under 10 minutes on a slow day)")
+    p.add_argument("--big-reps", type=int, default=5, help="repetitions of frames over 256 MiB (default 5)")
     p.add_argument("--pipeline-reps", type=int, default=3, help="runs of each pipeline contender (default 3)")
     p.add_argument("--tiny", type=int, default=1000, help="tiny objects saved and loaded (default 1000)")
     p.add_argument("--parts", default="micro,scaling,pipelines", help="comma list of the parts to run")
