@@ -357,46 +357,40 @@ impl Client {
         .map(drop)
     }
 
-    /// Persists `id` (when `persist`) and points `name` at it, in one wait.
-    /// Returns the object the name pointed to before, if any and not `id`.
-    /// Requests run in order, so a failed persist fails the naming too and
-    /// the name keeps its old object.
-    pub fn persist_and_name(
-        &mut self,
-        id: ObjectId,
-        persist: bool,
-        name: &str,
-    ) -> Result<Option<ObjectId>> {
-        let mut msgs = Vec::with_capacity(3);
-        if persist {
-            msgs.push((
+    /// Persists `id` and points `name` at it (names need persisted
+    /// objects), in one wait. Returns the object the name pointed to
+    /// before, if any and not `id`. Requests run in order, so a failed
+    /// persist fails the naming too and the name keeps its old object.
+    pub fn persist_and_name(&mut self, id: ObjectId, name: &str) -> Result<Option<ObjectId>> {
+        let msgs = [
+            (
                 json!({"type": "persist_request", "id": id}),
                 "persist_reply",
-            ));
-        }
-        msgs.push((
-            json!({"type": "get_name_request", "name": name, "wait": false}),
-            "get_name_reply",
-        ));
-        msgs.push((
-            json!({"type": "put_name_request", "object_id": id, "name": name}),
-            "put_name_reply",
-        ));
-        let mut replies = self.call_many(&msgs)?.into_iter();
-        if persist {
-            replies.next().into_iter().try_for_each(|r| r.map(drop))?;
-        }
-        let old = match replies.next() {
-            Some(Ok(reply)) => Some(field_id(
+            ),
+            (
+                json!({"type": "get_name_request", "name": name, "wait": false}),
+                "get_name_reply",
+            ),
+            (
+                json!({"type": "put_name_request", "object_id": id, "name": name}),
+                "put_name_reply",
+            ),
+        ];
+        let replies = self.call_many(&msgs)?;
+        let Ok([persisted, old, named]) = <[_; 3]>::try_from(replies) else {
+            return Err(self.conn.ctx("persist_request").protocol("replies missing"));
+        };
+        persisted?;
+        named?;
+        let old = match old {
+            Ok(reply) => Some(field_id(
                 &reply,
                 "object_id",
                 self.conn.ctx("get_name_request"),
             )?),
-            Some(Err(e)) if e.is_not_found() => None,
-            Some(Err(e)) => return Err(e),
-            None => None,
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
         };
-        replies.next().into_iter().try_for_each(|r| r.map(drop))?;
         Ok(old.filter(|o| *o != id))
     }
 

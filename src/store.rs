@@ -181,7 +181,7 @@ unsafe fn put_inner(
         .ok_or_else(|| Error::Unsupported("the root object was not created".into()))?;
     // Names need persisted objects.
     let replaced = match &opts.name {
-        Some(name) => client.persist_and_name(id, true, name)?,
+        Some(name) => client.persist_and_name(id, name)?,
         None if opts.persist => {
             client.persist(id)?;
             None

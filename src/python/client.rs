@@ -225,16 +225,12 @@ fn delete_ids(st: &mut State, ids: &[ObjectId], force: bool) -> crate::Result<us
 
 /// Drops a client on a thread of its own: unmapping a store whose pages
 /// this process touched takes the kernel ~50 ms per GiB, which the end of a
-/// run need not wait for. Inline if no thread can be spawned.
+/// run need not wait for. If no thread can be spawned, `spawn` drops the
+/// closure, and with it the client, right here.
 fn drop_in_background(c: Client) {
-    let slot = Arc::new(Mutex::new(Some(c)));
-    let theirs = slot.clone();
-    let spawned = std::thread::Builder::new()
+    let _ = std::thread::Builder::new()
         .name("vineyard-unmap".into())
-        .spawn(move || drop(theirs.lock().ok().and_then(|mut g| g.take())));
-    if spawned.is_err() {
-        drop(slot.lock().ok().and_then(|mut g| g.take()));
-    }
+        .spawn(move || drop(c));
 }
 
 fn source_of(obj: &Bound<'_, PyAny>) -> PyResult<Source> {
