@@ -345,7 +345,8 @@ fn argo_render_writes_a_valid_workflow() {
             "-n",
             "{{inputs.parameters.kedro_node}}",
             "-e",
-            "vineyard"
+            "{{workflow.parameters.env}}",
+            "--params={{workflow.parameters.params}}"
         ])
         .unwrap()
     );

@@ -83,7 +83,11 @@ pub(super) fn argo(spec_path: &Path, output: &Path, io: &mut Io<'_>) -> Result<(
     let text = read(spec_path, "Argo spec")?;
     let spec: ArgoSpec = serde_json::from_str(&text)
         .map_err(|e| Failure::Error(format!("invalid Argo spec {}: {e}", spec_path.display())))?;
-    let yaml = deploy::render_workflow(&spec)?;
+    let rendered = deploy::render_workflow(&spec)?;
+    for warning in &rendered.warnings {
+        writeln!(io.err, "warning: {warning}")?;
+    }
+    let yaml = rendered.yaml;
     if output == Path::new("-") {
         write!(io.out, "{yaml}")?;
         return Ok(());

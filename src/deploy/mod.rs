@@ -10,7 +10,10 @@ pub mod catalog;
 pub mod docker;
 pub mod names;
 
-pub use argo::{argo_file_name, check_workflow, render_workflow, ArgoNode, ArgoSpec};
+pub use argo::{
+    argo_file_name, check_workflow, render_workflow, ArgoNode, ArgoSpec, GroupBy, PodLocalDataset,
+    PodLocalKind, RenderedWorkflow, Resources,
+};
 pub use catalog::{is_catch_all_pattern, render_catalog, CATCH_ALL, DATASET_TYPE};
 pub use docker::{
     docker_build_command, lint_dockerfile, render_dockerfile, render_dockerignore,

@@ -127,6 +127,12 @@ def odd():
     )
 
 
+def sized():
+    """iris with resource tags: split needs 2 CPUs, the other two 3Gi and 512Mi."""
+    tags = {"split": ["argo.cpu-2"], "make_predictions": ["argo.memory-3Gi", "argo.gpu-1"], "report_accuracy": ["argo.memory-512Mi"]}
+    return pipeline([n.tag(tags[n.name]) for n in iris().nodes])
+
+
 def extra_pipelines():
     inputs = {"example_iris_data"}
     nested = pipeline(pipeline(iris(), namespace="inner", inputs=inputs), namespace="outer", inputs=inputs)
@@ -134,6 +140,8 @@ def extra_pipelines():
         "namespaced": pipeline(iris(), namespace="ns", inputs=inputs),
         "modular": pipeline(iris(), namespace="a", inputs=inputs) + pipeline(iris(), namespace="b", inputs=inputs) + nested,
         "odd": odd(),
+        "sized": sized(),
+        "sized_namespaced": pipeline(sized(), namespace="ns", inputs=inputs),
     }
 '''
 
@@ -152,8 +160,8 @@ def register_pipelines():
 
 
 def add_test_pipelines(project: Path) -> list[str]:
-    """Adds the ``namespaced``, ``modular`` and ``odd`` pipelines to a copy of iris."""
+    """Adds the ``namespaced``, ``modular``, ``odd``, ``sized`` and ``sized_namespaced`` pipelines to a copy of iris."""
     package = project / "src" / "iris"
     (package / "extra_pipelines.py").write_text(EXTRA_PIPELINES, encoding="utf-8")
     (package / "pipeline_registry.py").write_text(REGISTRY, encoding="utf-8")
-    return ["namespaced", "modular", "odd"]
+    return ["namespaced", "modular", "odd", "sized", "sized_namespaced"]

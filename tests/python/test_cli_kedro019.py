@@ -90,13 +90,18 @@ def test_docker(project, python019):
 
 
 def test_argo_generate(project, python019, validator):
+    created = k019(project, python019, "vineyard", "catalog", "create", "-p", "odd", "--catch-all")
+    assert created.returncode == 0, created.stdout[-3000:]
     for name in ("__default__", "modular", "odd"):
         out = project / "deploy" / name
         result = k019(project, python019, "vineyard", "argo", "generate", "-i", "iris:1", "-p", name, "-o", str(out))
         assert result.returncode == 0, result.stdout[-3000:]
         wf = check_workflow_text((out / "argo-iris.yml").read_text(), validator)
         assert task_graph(wf) == graph019(project, python019, name), name
-    legacy = k019(project, python019, "vineyard", "argo", "generate", "-i", "iris:1", "-w", "false", "--output_path", "plain")
+        # Kedro 0.19's `kedro run` takes one pipeline as `--pipeline` (not deprecated there).
+        args = next(t for t in wf["spec"]["templates"] if t["name"] == "kedro")["container"]["args"]
+        assert (args[1:3] == ["--pipeline", name]) == (name != "__default__"), args
+    legacy = k019(project, python019, "vineyard", "argo", "generate", "-i", "iris:1", "-w", "false", "--output_path", "plain", "--allow-local")
     assert legacy.returncode == 0 and "onExit" not in (project / "plain" / "argo-iris.yml").read_text()
 
 

@@ -59,7 +59,7 @@ def test_iris_workflow_equals_the_single_process_run(tmp_path, store):
     assert accuracy(run["report-accuracy"].stdout) == reference
     for task, result in run.items():
         assert "Started an embedded vineyardd" not in result.stdout, task
-        assert result.args[1:4] == ["-m", "kedro", "run"] and result.args[-2:] == ["-e", "vineyard"]
+        assert result.args[1:4] == ["-m", "kedro", "run"] and result.args[-3:] == ["-e", "vineyard", "--params="]
     # Every task of the workflow wrote under the workflow's uid, and nothing released them.
     assert namespace_names(client, run.uid) == IRIS_DATASETS
     assert client.status()["memory_usage"] > baseline

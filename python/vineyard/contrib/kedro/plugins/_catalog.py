@@ -78,13 +78,16 @@ def dataset_names(pipeline: Any) -> set[str]:
     return {n for n in names if not _is_parameter(n)}
 
 
-def load_catalog(metadata: Any, env: str | None) -> Any:
-    """The project's catalog for `env` (with ``base``), as ``kedro run -e ENV`` sees it."""
+def load_catalog(metadata: Any, env: str | None, conf_source: str | None = None, runtime_params: dict | None = None) -> Any:
+    """The project's catalog for `env` (with ``base``), as ``kedro run -e ENV
+    [--conf-source ...] [--params ...]`` sees it."""
     from kedro.framework.session import KedroSession
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with KedroSession.create(project_path=metadata.project_path, env=env) as session:
+        with KedroSession.create(
+            project_path=metadata.project_path, env=env, conf_source=conf_source, runtime_params=runtime_params
+        ) as session:
             return session.load_context().catalog
 
 
