@@ -96,10 +96,9 @@ def _runtime_params(params: str) -> dict[str, Any]:
     """``--params`` as ``kedro run`` parses it (so a bad value fails here, not in the pods)."""
     from kedro.framework.cli.project import _split_params
 
-    try:
-        return _split_params(None, None, params)
-    except click.BadParameter as exc:
-        raise click.UsageError(f"--params {params!r}: {exc.message}") from exc
+    ctx = click.get_current_context()
+    option = next(p for p in ctx.command.params if p.name == "params")
+    return _split_params(ctx, option, params)
 
 
 def _catalog_for(metadata: Any, env: str, conf_source: str | None, params: str) -> Any:
@@ -264,7 +263,7 @@ def generate_argo_config(
         secret=secret,
         secret_key=secret_key,
         allow_local=allow_local,
-        pod_local=pod_local_datasets(catalog, dataset_names(pipeline), env),
+        pod_local=pod_local_datasets(catalog, dataset_names(pipeline), env, Path(metadata.project_path).resolve()),
     )
     try:
         text, warnings = _core.render_argo(json.dumps(spec))

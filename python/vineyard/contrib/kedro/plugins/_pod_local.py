@@ -76,7 +76,17 @@ def _file_location(dataset: Any) -> tuple[str, str] | None:
     return _protocol(path, getattr(dataset, "_protocol", None)), str(path)
 
 
-def _classify(catalog: Any, name: str, env: str) -> tuple[str, str] | None:
+def _shown(path: str, project: Path | None) -> str:
+    """Kedro makes relative file paths absolute: show them relative to the project again."""
+    if project is not None:
+        try:
+            return str(Path(path).relative_to(project))
+        except ValueError:
+            pass
+    return path
+
+
+def _classify(catalog: Any, name: str, env: str, project: Path | None) -> tuple[str, str] | None:
     """``(kind, detail)`` for a pod-local dataset, ``None`` for one that can cross pods."""
     from kedro.io import MemoryDataset
 
@@ -97,17 +107,18 @@ def _classify(catalog: Any, name: str, env: str) -> tuple[str, str] | None:
     if issubclass(cls, VineyardDataSet):
         return "vineyard", "VineyardDataset"
     if location is not None and location[0] in LOCAL_PROTOCOLS:
-        return "local_file", f"{_type_name(cls)} at {location[1]}"
+        return "local_file", f"{_type_name(cls)} at {_shown(location[1], project)}"
     return None
 
 
-def pod_local_datasets(catalog: Any, names: set[str], env: str) -> list[dict[str, str]]:
+def pod_local_datasets(catalog: Any, names: set[str], env: str, project: Path | None = None) -> list[dict[str, str]]:
     """``[{name, kind, detail}]`` for the datasets in `names` that live in one
     pod only: ``memory``, ``local_file``, or ``vineyard`` (which crosses pods
-    only with the operator; the renderer decides)."""
+    only with the operator; the renderer decides). File paths under
+    `project` are shown relative to it."""
     found = []
     for name in sorted(names):
-        classified = _classify(catalog, name, env)
+        classified = _classify(catalog, name, env, project)
         if classified is not None:
             kind, detail = classified
             found.append({"name": name, "kind": kind, "detail": detail})
