@@ -165,9 +165,9 @@ def argo() -> None:
 @click.option("--tags", type=str, default="", help="Only nodes with any of these (comma-separated) tags become tasks; the runs get the same --tags.")
 @click.option("--params", type=str, default="", help="`kedro run --params` of every task (workflow parameter `params`).")
 @click.option("--conf-source", type=str, default=None, help="`kedro run --conf-source` of every task, a path in the image or a URL (workflow parameter `conf_source`).")
-@click.option("--cpu", type=str, default=None, help="CPU request and limit of every kedro container (2, 500m); node tags argo.cpu-Q raise it.")
-@click.option("--memory", type=str, default=None, help="Memory request and limit (4Gi); node tags argo.memory-Q raise it.")
-@click.option("--gpu", type=str, default=None, help="GPUs (nvidia.com/gpu) request and limit; node tags argo.gpu-N raise it.")
+@click.option("--cpu", type=str, default=None, help="CPU request and limit of every kedro container (2, 500m); a node tag argo.cpu-Q sets it for that node.")
+@click.option("--memory", type=str, default=None, help="Memory request and limit (4Gi); a node tag argo.memory-Q sets it for that node.")
+@click.option("--gpu", type=str, default=None, help="GPUs (nvidia.com/gpu) request and limit; a node tag argo.gpu-N sets it for that node.")
 @click.option("--secret", type=str, default=None, help="Kubernetes Secret whose key (--secret-key) every kedro container gets as VINEYARD_KEDRO_SECRET.")
 @click.option("--secret-key", type=str, default="secret", show_default=True, help="The key of --secret that holds the secret.")
 @click.option(
