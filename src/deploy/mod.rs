@@ -8,6 +8,7 @@
 pub mod argo;
 pub mod catalog;
 pub mod docker;
+mod error;
 pub mod names;
 
 pub use argo::{
@@ -21,9 +22,7 @@ pub use docker::{
 };
 pub use names::{dns_label, dns_label_within, fnv1a64, is_dns_label, unique_dns_labels};
 
-/// Renderer errors are variants of the crate's one error type
-/// (`Yaml`, `NotAMapping`, `Invalid`).
-pub type DeployError = crate::Error;
+pub use error::DeployError;
 
 /// The result type of the renderers.
 pub type Result<T, E = DeployError> = std::result::Result<T, E>;
