@@ -175,7 +175,9 @@ def test_local_datasets_crossing_tasks_are_refused(in_project, tmp_path, validat
     local_catalog(project, "X_train:\n  type: pandas.CSVDataset\n  filepath: data/05_model_input/X_train.csv\n"
                   "y_pred:\n  type: MemoryDataset\n"
                   "ns.X_train:\n  type: pandas.CSVDataset\n  filepath: data/05_model_input/ns_X_train.csv\n"
-                  "y_test:\n  type: pandas.CSVDataset\n  filepath: s3://bucket/y_test.csv\n")
+                  "y_test:\n  type: pandas.CSVDataset\n  filepath: s3://bucket/y_test.csv\n"
+                  "y_train:\n  type: pandas.CSVDataset\n  filepath: gs://bucket/y_train.csv\n"
+                  "X_test:\n  type: pandas.CSVDataset\n  filepath: abfs://container/X_test.csv\n")
     # The rest get vineyard entries.
     for name in ("__default__", "chained", "namespaced"):
         assert invoke("catalog", "create", "-p", name).exit_code == 0
@@ -186,7 +188,7 @@ def test_local_datasets_crossing_tasks_are_refused(in_project, tmp_path, validat
     assert ('datasets cannot cross pods: dataset "X_train" (pandas.CSVDataset at data/05_model_input/X_train.csv) '
             'is written by task "split" and read by task "make-predictions"; '
             'dataset "y_pred" (MemoryDataset) is written by task "make-predictions" and read by task "report-accuracy".') in message
-    assert "y_test" not in message  # s3:// crosses pods
+    assert "y_test" not in message and "y_train" not in message and "X_test" not in message  # remote URLs cross pods
     assert "--allow-local" in message and not out.exists()
 
     allowed = invoke("argo", "generate", "-i", "iris:1", "-o", str(out), "--allow-local")
