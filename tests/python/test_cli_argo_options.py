@@ -138,6 +138,8 @@ def test_run_options_reach_every_run(in_project, project, tmp_path, validator):
                 "--params={{workflow.parameters.params}}", "--conf-source={{workflow.parameters.conf_source}}",
             ], name
             assert template["container"]["image"] == "{{workflow.parameters.image}}"
+    in_image = invoke("argo", "generate", "-i", "iris:1", "--conf-source", "/home/kedro/conf-prod", "-o", str(tmp_path / "i"))
+    assert in_image.exit_code == 0 and "--conf-source /home/kedro/conf-prod is not a directory here" in in_image.output
     none = invoke("argo", "generate", "-i", "iris:1", "--tags", "no_such_tag")
     assert none.exit_code == 1 and "has no nodes with tags [\"no_such_tag\"]" in none.output
     bad = invoke("argo", "generate", "-i", "iris:1", "--params", "novalue")

@@ -108,6 +108,8 @@ def _catalog_for(metadata: Any, env: str, conf_source: str | None, params: str) 
     from kedro.framework.project import settings
 
     local_conf = conf_source if conf_source and Path(conf_source).is_dir() else None
+    if conf_source and local_conf is None:
+        click.echo(f"Note: --conf-source {conf_source} is not a directory here; the project's own configuration was checked.", err=True)
     env_dir = Path(local_conf or Path(metadata.project_path) / settings.CONF_SOURCE) / env
     if not env_dir.is_dir():
         raise click.ClickException(
