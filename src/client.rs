@@ -23,6 +23,17 @@ use crate::shm::Region;
 /// Requests written before their replies are read (see `Client::call_many`).
 const PIPELINE_BATCH: usize = 64;
 
+/// `release` requests for `ids` (their replies are not worth reading: a
+/// blob this connection does not hold gives an error that changes nothing).
+pub(crate) fn release_msgs(ids: &[ObjectId]) -> impl Iterator<Item = (Value, &'static str)> + '_ {
+    ids.iter().filter(|b| **b != ObjectId::EMPTY_BLOB).map(|b| {
+        (
+            json!({"type": "release_request", "object_id": b}),
+            "release_reply",
+        )
+    })
+}
+
 /// The `type` of a request, for error messages.
 fn request_type(msg: &Value) -> &str {
     msg.get("type").and_then(Value::as_str).unwrap_or("request")
@@ -272,7 +283,7 @@ impl Client {
         self.content_map(reply, req)
     }
 
-    fn content_map(
+    pub(crate) fn content_map(
         &self,
         reply: Map<String, Value>,
         req: &str,
@@ -358,11 +369,17 @@ impl Client {
     }
 
     /// Persists `id` and points `name` at it (names need persisted
-    /// objects), in one wait. Returns the object the name pointed to
-    /// before, if any and not `id`. Requests run in order, so a failed
-    /// persist fails the naming too and the name keeps its old object.
-    pub fn persist_and_name(&mut self, id: ObjectId, name: &str) -> Result<Option<ObjectId>> {
-        let msgs = [
+    /// objects), in one wait, and drops this connection's references to
+    /// `release` (the blobs the put sealed). Returns the object the name
+    /// pointed to before, if any and not `id`. Requests run in order, so a
+    /// failed persist fails the naming too and the name keeps its old object.
+    pub fn persist_and_name(
+        &mut self,
+        id: ObjectId,
+        name: &str,
+        release: &[ObjectId],
+    ) -> Result<Option<ObjectId>> {
+        let mut msgs = vec![
             (
                 json!({"type": "persist_request", "id": id}),
                 "persist_reply",
@@ -376,8 +393,11 @@ impl Client {
                 "put_name_reply",
             ),
         ];
-        let replies = self.call_many(&msgs)?;
-        let Ok([persisted, old, named]) = <[_; 3]>::try_from(replies) else {
+        msgs.extend(release_msgs(release));
+        let mut replies = self.call_many(&msgs)?.into_iter();
+        let (Some(persisted), Some(old), Some(named)) =
+            (replies.next(), replies.next(), replies.next())
+        else {
             return Err(self.conn.ctx("persist_request").protocol("replies missing"));
         };
         persisted?;
@@ -392,6 +412,41 @@ impl Client {
             Err(e) => return Err(e),
         };
         Ok(old.filter(|o| *o != id))
+    }
+
+    /// Persists `id` (unless `persist` is false) and drops this
+    /// connection's references to `release`, in one wait.
+    pub fn persist_and_release(
+        &mut self,
+        id: ObjectId,
+        persist: bool,
+        release: &[ObjectId],
+    ) -> Result<()> {
+        let mut msgs = Vec::with_capacity(release.len() + 1);
+        if persist {
+            msgs.push((
+                json!({"type": "persist_request", "id": id}),
+                "persist_reply",
+            ));
+        }
+        msgs.extend(release_msgs(release));
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let replies = self.call_many(&msgs)?;
+        match replies.into_iter().next() {
+            Some(Err(e)) if persist => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds `keys` = `values` to the object's `__labels`.
+    pub fn label(&mut self, id: ObjectId, keys: &[&str], values: &[&str]) -> Result<()> {
+        self.call(
+            json!({"type": "label_request", "id": id, "keys": keys, "values": values}),
+            "label_reply",
+        )
+        .map(drop)
     }
 
     /// Resolves a name; `wait` blocks (without read timeout) until it exists.

@@ -1,0 +1,312 @@
+//! Lifetimes across processes: an object is freed only once no process on
+//! its instance maps it any more.
+//!
+//! vineyardd 0.24.2 frees an object's blobs the moment the object is deleted,
+//! whoever still maps them. It does track who maps what: every connection
+//! holds one reference to each blob it sealed or mapped (`get_buffers`),
+//! until it sends `release` or closes, and a process that dies (SIGKILL
+//! included) closes its connection. `is_in_use` tells whether any live
+//! connection holds a blob. That reference is our lease: it is recorded by
+//! vineyardd itself, by the request that maps the blob, and it dies with its
+//! holder, whatever host, pid namespace or client library the holder has.
+//!
+//! The protocol (every party runs its steps in this order):
+//! * **Writers** drop their seal references once the object is named
+//!   (`store::put`), so afterwards only readers hold references.
+//! * **Readers** map the blobs (`get_buffers`: the lease is taken), then
+//!   [`confirm`] that the object still exists and is not retired; if it is
+//!   gone or retired they drop what they mapped and do not use it. When the
+//!   last view of a blob goes, they `release` it and, through [`release`],
+//!   free the objects of those blobs that are retired and no longer mapped.
+//! * **Deleters** ([`delete`], [`delete_namespace`], `gc`) first *retire* the
+//!   object (label it [`RETIRED_LABEL`]), then ask `is_in_use` for each of
+//!   its local blobs; only an object none of whose blobs is in use is
+//!   deleted. A retired object stays until a later [`release`] or [`sweep`]
+//!   finds it unused.
+//!
+//! vineyardd answers a connection's requests in order and applies metadata
+//! changes one at a time, so for a reader R and a deleter D either R's
+//! mapping comes before D's `is_in_use` (D sees the lease and only retires),
+//! or D's label comes before R's confirm (R sees the retirement, or the
+//! object gone, and never hands its mapping out). A freed object was
+//! retired first, so a reader that maps it between D's check and D's delete
+//! finds it retired or gone when it confirms.
+//!
+//! Labels go with the object when it is deleted, so nothing is left to clean
+//! up after a free, and retiring costs one small metadata write. Objects
+//! whose save failed after they were persisted (the writer died or lost its
+//! connection before naming them) carry [`SAVED_AS_KEY`] but no name:
+//! [`abandoned`] finds them for `gc --orphans`.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{json, Value};
+
+use crate::client::{release_msgs, Client};
+use crate::error::Result;
+use crate::object::{ObjectId, ObjectMeta};
+
+/// The label a deleter puts on an object it could not free yet.
+pub const RETIRED_LABEL: &str = "vineyard_kedro.retired";
+
+/// The root field of every named object we store: the name it was saved as.
+pub const SAVED_AS_KEY: &str = "vineyard_kedro_saved_as_";
+
+/// What a delete did with each object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Deleted (their blobs freed).
+    pub freed: Vec<ObjectId>,
+    /// Retired: a live connection still maps some of their blobs.
+    pub retired: Vec<ObjectId>,
+}
+
+impl Outcome {
+    fn extend(&mut self, other: Outcome) {
+        self.freed.extend(other.freed);
+        self.retired.extend(other.retired);
+    }
+}
+
+/// True when a deleter retired the object.
+pub fn is_retired(meta: &ObjectMeta) -> bool {
+    match meta.get("__labels") {
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
+            .ok()
+            .is_some_and(|v| v.get(RETIRED_LABEL).is_some()),
+        Some(Value::Object(m)) => m.contains_key(RETIRED_LABEL),
+        _ => false,
+    }
+}
+
+/// The blobs of the object that live on the client's instance (those a
+/// connection of ours can map, and the only ones `is_in_use` knows).
+fn local_blobs(client: &Client, id: ObjectId, meta: &ObjectMeta) -> Vec<ObjectId> {
+    let me = client.instance_id();
+    let mut out: Vec<ObjectId> = meta
+        .blobs_with_instance()
+        .into_iter()
+        .filter(|(b, i)| *b != ObjectId::EMPTY_BLOB && i.is_none_or(|i| i == me))
+        .map(|(b, _)| b)
+        .collect();
+    if id.is_blob() && id != ObjectId::EMPTY_BLOB {
+        out.push(id);
+    }
+    out
+}
+
+/// Retires the objects (those not yet retired), then deletes the ones no
+/// live connection maps. Objects are `(id, tree)`.
+pub fn retire_and_free(
+    client: &mut Client,
+    objects: &[(ObjectId, ObjectMeta)],
+    force: bool,
+) -> Result<Outcome> {
+    if objects.is_empty() {
+        return Ok(Outcome::default());
+    }
+    // One wait: the labels first, then every `is_in_use` (in this order on
+    // the server: the retirement is visible before we look).
+    let mut msgs: Vec<(Value, &str)> = Vec::new();
+    for (id, meta) in objects {
+        if !id.is_blob() && !is_retired(meta) {
+            msgs.push((
+                json!({"type": "label_request", "id": id, "keys": [RETIRED_LABEL], "values": ["1"]}),
+                "label_reply",
+            ));
+        }
+    }
+    let labels = msgs.len();
+    let blobs: Vec<Vec<ObjectId>> = objects
+        .iter()
+        .map(|(id, m)| local_blobs(client, *id, m))
+        .collect();
+    for b in blobs.iter().flatten() {
+        msgs.push((
+            json!({"type": "is_in_use_request", "id": b}),
+            "is_in_use_reply",
+        ));
+    }
+    let replies = client.call_many(&msgs)?;
+    // A label that failed means the object is gone already: nothing to do.
+    let mut in_use = replies.into_iter().skip(labels).map(|r| {
+        r.map(|m| m.get("is_in_use").and_then(Value::as_bool).unwrap_or(true))
+            .unwrap_or(false)
+    });
+    let mut out = Outcome::default();
+    for ((id, _), bs) in objects.iter().zip(&blobs) {
+        let used = bs
+            .iter()
+            .fold(false, |acc, _| in_use.next().unwrap_or(true) || acc);
+        if used {
+            out.retired.push(*id);
+        } else {
+            out.freed.push(*id);
+        }
+    }
+    client.del_data(&out.freed, force, true)?;
+    Ok(out)
+}
+
+/// Deletes `ids` (deep) and, in a cluster, the copies migration made of
+/// them, retiring instead those some live connection still maps. Ids that
+/// do not exist are skipped.
+pub fn delete(client: &mut Client, ids: &[ObjectId], force: bool) -> Result<Outcome> {
+    let metas: Vec<(ObjectId, ObjectMeta)> = crate::migrate::with_copies_meta(client, ids)?
+        .into_iter()
+        .filter_map(|(id, m)| m.map(|m| (id, m)))
+        .collect();
+    retire_and_free(client, &metas, force)
+}
+
+/// Frees those of `ids` that are retired and no longer mapped by anyone.
+/// Returns what it freed and what stays retired; ids that are gone or not
+/// retired are in neither list.
+pub fn free_retired(client: &mut Client, ids: &[ObjectId]) -> Result<Outcome> {
+    if ids.is_empty() {
+        return Ok(Outcome::default());
+    }
+    let metas = client.get_data(ids, false, false)?;
+    let retired: Vec<(ObjectId, ObjectMeta)> =
+        metas.into_iter().filter(|(_, m)| is_retired(m)).collect();
+    retire_and_free(client, &retired, false)
+}
+
+/// Drops this connection's references to `blobs` (the process no longer
+/// views them), then frees those of `owners` (the objects they were loaded
+/// from) that are retired and mapped by no one.
+pub fn release(client: &mut Client, blobs: &[ObjectId], owners: &[ObjectId]) -> Result<Outcome> {
+    let mut msgs: Vec<(Value, &str)> = release_msgs(blobs).collect();
+    let released = msgs.len();
+    if !owners.is_empty() {
+        msgs.push((
+            json!({"type": "get_data_request", "id": owners, "sync_remote": false, "wait": false}),
+            "get_data_reply",
+        ));
+    }
+    if msgs.is_empty() {
+        return Ok(Outcome::default());
+    }
+    let mut replies = client.call_many(&msgs)?.into_iter().skip(released);
+    let Some(data) = replies.next() else {
+        return Ok(Outcome::default());
+    };
+    let retired: Vec<(ObjectId, ObjectMeta)> = client
+        .content_map(data?, "get_data_request")?
+        .into_iter()
+        .filter(|(_, m)| is_retired(m))
+        .collect();
+    retire_and_free(client, &retired, false)
+}
+
+/// After mapping an object's blobs: true when the object still exists and
+/// is not retired, so the mapping may be used (see the module docs).
+pub fn confirm(client: &mut Client, id: ObjectId) -> Result<bool> {
+    if id.is_blob() {
+        return client.exists(id);
+    }
+    Ok(client
+        .get_data(&[id], false, false)?
+        .get(&id)
+        .is_some_and(|m| !is_retired(m)))
+}
+
+/// Upper bound of a listing (vineyardd wants one).
+const LIST_LIMIT: usize = 1 << 30;
+
+/// Frees every retired object of the instance that nobody maps any more
+/// (the holders died or let go without freeing it). Lists the store: for
+/// `gc`, not for the save and load path.
+pub fn sweep(client: &mut Client) -> Result<Outcome> {
+    let retired: Vec<(ObjectId, ObjectMeta)> = client
+        .list_data("*", false, LIST_LIMIT)?
+        .into_iter()
+        .filter(|(id, m)| !id.is_blob() && is_retired(m))
+        .collect();
+    retire_and_free(client, &retired, false)
+}
+
+/// Objects whose save failed after they were created: a root carrying
+/// [`SAVED_AS_KEY`] that no name points to and that is not retired. A save
+/// under way holds its seal references until it names the object, so
+/// [`retire_and_free`] leaves it alone. Lists the store.
+pub fn abandoned(client: &mut Client) -> Result<Vec<(ObjectId, ObjectMeta)>> {
+    let named: HashSet<ObjectId> = client
+        .list_names("*", false, LIST_LIMIT)?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let mut out: Vec<(ObjectId, ObjectMeta)> = client
+        .list_data("*", false, LIST_LIMIT)?
+        .into_iter()
+        .filter(|(id, m)| {
+            !id.is_blob() && m.get(SAVED_AS_KEY).is_some() && !named.contains(id) && !is_retired(m)
+        })
+        .collect();
+    out.sort_unstable_by_key(|(id, _)| *id);
+    Ok(out)
+}
+
+/// What [`delete_namespace`] did.
+#[derive(Clone, Debug, Default)]
+pub struct NamespaceDeleted {
+    /// The names dropped.
+    pub names: Vec<String>,
+    /// The objects freed or retired (with migrated copies, in a cluster).
+    pub outcome: Outcome,
+}
+
+impl NamespaceDeleted {
+    /// Every object deleted or retired.
+    pub fn ids(&self) -> Vec<ObjectId> {
+        let mut all: Vec<ObjectId> = self
+            .outcome
+            .freed
+            .iter()
+            .chain(&self.outcome.retired)
+            .copied()
+            .collect();
+        all.sort_unstable();
+        all
+    }
+}
+
+/// Drops every name starting with `prefix` and deletes their objects (and,
+/// in a cluster, migrated copies and leftovers of earlier copies), retiring
+/// the ones still mapped. The one namespace deletion of the package: the
+/// CLI's `gc --namespace`, the runners' end of run and the bindings use it.
+pub fn delete_namespace(client: &mut Client, prefix: &str) -> Result<NamespaceDeleted> {
+    let (names, ids) = crate::migrate::namespace_objects(client, prefix)?;
+    let drops: Vec<(Value, &str)> = names
+        .iter()
+        .map(|n| {
+            (
+                json!({"type": "drop_name_request", "name": n}),
+                "drop_name_reply",
+            )
+        })
+        .collect();
+    for r in client.call_many(&drops)? {
+        r?;
+    }
+    let outcome = delete(client, &ids, false)?;
+    Ok(NamespaceDeleted { names, outcome })
+}
+
+/// Frees what [`sweep`] and [`abandoned`] find, in one pass of `gc`.
+pub fn reclaim(client: &mut Client, abandoned_too: bool) -> Result<Outcome> {
+    let mut out = sweep(client)?;
+    if abandoned_too {
+        let found = abandoned(client)?;
+        out.extend(retire_and_free(client, &found, false)?);
+    }
+    Ok(out)
+}
+
+/// Per owner object, the blobs of `held` (blob -> owner) it contributed.
+pub fn owners_of(held: &HashMap<ObjectId, ObjectId>, blobs: &[ObjectId]) -> Vec<ObjectId> {
+    let mut owners: Vec<ObjectId> = blobs.iter().filter_map(|b| held.get(b).copied()).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    owners
+}
