@@ -227,21 +227,60 @@ pub fn sweep(client: &mut Client) -> Result<Outcome> {
 }
 
 /// Objects whose save failed after they were created: a root carrying
-/// [`SAVED_AS_KEY`] that no name points to and that is not retired. A save
-/// under way holds its seal references until it names the object, so
-/// [`retire_and_free`] leaves it alone. Lists the store.
+/// [`SAVED_AS_KEY`] that no name points to, that is not retired, and none
+/// of whose blobs a live connection holds. Lists the store twice.
+///
+/// A save under way holds its seal references until the request that names
+/// the object, and releases them right after it, so an object that is not
+/// in use either failed or was named by then: the second listing of names,
+/// after the `is_in_use` check, tells which.
 pub fn abandoned(client: &mut Client) -> Result<Vec<(ObjectId, ObjectMeta)>> {
-    let named: HashSet<ObjectId> = client
-        .list_names("*", false, LIST_LIMIT)?
-        .into_iter()
-        .map(|(_, id)| id)
-        .collect();
-    let mut out: Vec<(ObjectId, ObjectMeta)> = client
+    let names = |client: &mut Client| -> Result<HashSet<ObjectId>> {
+        Ok(client
+            .list_names("*", false, LIST_LIMIT)?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect())
+    };
+    let named = names(client)?;
+    let candidates: Vec<(ObjectId, ObjectMeta)> = client
         .list_data("*", false, LIST_LIMIT)?
         .into_iter()
         .filter(|(id, m)| {
             !id.is_blob() && m.get(SAVED_AS_KEY).is_some() && !named.contains(id) && !is_retired(m)
         })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    let mut msgs: Vec<(Value, &str)> = Vec::new();
+    let blobs: Vec<Vec<ObjectId>> = candidates
+        .iter()
+        .map(|(id, m)| local_blobs(client, *id, m))
+        .collect();
+    for b in blobs.iter().flatten() {
+        msgs.push((
+            json!({"type": "is_in_use_request", "id": b}),
+            "is_in_use_reply",
+        ));
+    }
+    let mut in_use = client.call_many(&msgs)?.into_iter().map(|r| {
+        r.map(|m| m.get("is_in_use").and_then(Value::as_bool).unwrap_or(true))
+            .unwrap_or(true)
+    });
+    let idle: Vec<(ObjectId, ObjectMeta)> = candidates
+        .into_iter()
+        .zip(&blobs)
+        .filter(|(_, bs)| {
+            !bs.iter()
+                .fold(false, |acc, _| in_use.next().unwrap_or(true) || acc)
+        })
+        .map(|(c, _)| c)
+        .collect();
+    let named = names(client)?;
+    let mut out: Vec<(ObjectId, ObjectMeta)> = idle
+        .into_iter()
+        .filter(|(id, _)| !named.contains(id))
         .collect();
     out.sort_unstable_by_key(|(id, _)| *id);
     Ok(out)

@@ -4,9 +4,11 @@
 //! from several threads). After `fork` the child never touches the parent's
 //! socket: it notices the pid changed and connects anew.
 //!
-//! Deletes are deferred while this process still holds views of the object's
-//! blobs: vineyardd frees blob memory at once on delete, and would otherwise
-//! reuse it under arrays that Python code is still reading.
+//! Lifetimes follow `crate::lease`: a load keeps this connection's
+//! reference to each blob it mapped while any view of the blob lives, and
+//! `release`s it when the last view goes (then frees the objects retired
+//! meanwhile that nobody maps any more); deletes retire what any process
+//! still maps instead of freeing it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,9 +23,44 @@ use super::convert::{to_json, to_py};
 use crate::store::{self, PutOptions, Source};
 use crate::{BlobBytes, Client, Error, ObjectId, Timeouts};
 
-/// A mapped blob kept alive while any Python object refers to it.
+/// A mapped blob kept alive while any Python object refers to it. When the
+/// last view goes, its connection's reference is released (see `Released`).
 struct Lease {
     bytes: BlobBytes,
+    released: Arc<Released>,
+}
+
+/// Blobs whose last view went, waiting for their `release`, and the state
+/// of the client that holds their references.
+struct Released {
+    blobs: Mutex<Vec<ObjectId>>,
+    state: Weak<Mutex<State>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let id = self.bytes.id();
+        if id == ObjectId::EMPTY_BLOB {
+            return;
+        }
+        let mut q = self
+            .released
+            .blobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        q.push(id);
+        drop(q);
+        // Release now unless a request of this client is under way (it
+        // releases when it ends): never wait for the lock here, the last
+        // view may go while a thread of ours holds it.
+        if let Some(state) = self.released.state.upgrade() {
+            if let Ok(mut st) = state.try_lock() {
+                if st.pid == std::process::id() {
+                    release_dropped(&mut st, &self.released);
+                }
+            }
+        }
+    }
 }
 
 /// Read-only bytes of one blob in shared memory (zero-copy).
@@ -111,18 +148,24 @@ impl PyBlob {
     }
 }
 
-/// A delete waiting for local views to go away.
-struct Deferred {
-    id: ObjectId,
-    blobs: Vec<ObjectId>,
-    force: bool,
-}
-
 struct State {
     client: Option<Client>,
     pid: u32,
+    /// Views of mapped blobs, by blob id.
     live: HashMap<ObjectId, Weak<Lease>>,
-    deferred: Vec<Deferred>,
+    /// Blobs this connection holds a reference to (a lease), with the
+    /// object each was loaded for.
+    held: HashMap<ObjectId, ObjectId>,
+    /// Objects this client retired and has not seen freed yet.
+    retired: Vec<ObjectId>,
+}
+
+impl State {
+    /// The connection is gone: so are its references, and what they held.
+    fn forget_connection(&mut self) {
+        self.client = None;
+        self.held.clear();
+    }
 }
 
 /// A connection to one vineyardd (`vineyard.contrib.kedro._core.Client`).
@@ -130,7 +173,8 @@ struct State {
 pub struct PyClient {
     socket: PathBuf,
     timeouts: Timeouts,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    released: Arc<Released>,
 }
 
 impl PyClient {
@@ -143,7 +187,8 @@ impl PyClient {
                 std::mem::forget(old);
             }
             st.live.clear();
-            st.deferred.clear();
+            st.held.clear();
+            st.retired.clear();
             st.pid = std::process::id();
         }
         st
@@ -161,13 +206,14 @@ impl PyClient {
             if st.client.is_none() {
                 st.client = Some(Client::connect_with(&self.socket, self.timeouts)?);
             }
-            flush_deferred(&mut st, false);
+            release_dropped(&mut st, &self.released);
             let res = f(&mut st);
             if let Err(e) = &res {
                 if e.is_fatal_to_connection() {
-                    st.client = None;
+                    st.forget_connection();
                 }
             }
+            release_dropped(&mut st, &self.released);
             res
         })
         .map_err(PyErr::from)
@@ -180,47 +226,72 @@ fn client(st: &mut State) -> crate::Result<&mut Client> {
         .ok_or_else(|| Error::Usage("not connected".into()))
 }
 
-/// Sends the deferred deletes whose blobs are no longer viewed (all of them
-/// when `all`).
-fn flush_deferred(st: &mut State, all: bool) {
-    if st.deferred.is_empty() {
+/// Releases the blobs whose last view went (unless a newer load views them
+/// again), and frees the objects they were loaded for if those were retired
+/// and nobody maps them any more. Errors are left for the next request to
+/// meet: a release that fails only delays a free.
+fn release_dropped(st: &mut State, released: &Released) {
+    let dropped = std::mem::take(&mut *released.blobs.lock().unwrap_or_else(|p| p.into_inner()));
+    if dropped.is_empty() {
         return;
     }
-    let pending = std::mem::take(&mut st.deferred);
-    for d in pending {
-        let viewed = !all
-            && d.blobs
-                .iter()
-                .any(|b| st.live.get(b).is_some_and(|w| w.strong_count() > 0));
-        if viewed {
-            st.deferred.push(d);
-        } else if let Some(c) = st.client.as_mut() {
-            let _ = c.del_data(&[d.id], d.force, true);
+    let mut blobs = Vec::with_capacity(dropped.len());
+    let mut owners = Vec::new();
+    for b in dropped {
+        if st.live.get(&b).is_some_and(|w| w.strong_count() > 0) {
+            continue;
+        }
+        st.live.remove(&b);
+        if let Some(owner) = st.held.remove(&b) {
+            blobs.push(b);
+            owners.push(owner);
         }
     }
-    st.live.retain(|_, w| w.strong_count() > 0);
+    owners.sort_unstable();
+    owners.dedup();
+    release_blobs(st, &blobs, &owners);
 }
 
-/// Deletes `ids` and their migrated copies, deferring those whose blobs this
-/// process still views. Returns how many were deferred.
+/// `lease::release` on the client's connection, noting what it freed.
+fn release_blobs(st: &mut State, blobs: &[ObjectId], owners: &[ObjectId]) {
+    let Some(c) = st.client.as_mut() else {
+        return;
+    };
+    match crate::lease::release(c, blobs, owners) {
+        Ok(done) => st.retired.retain(|id| !done.freed.contains(id)),
+        Err(e) if e.is_fatal_to_connection() => st.forget_connection(),
+        Err(_) => {}
+    }
+}
+
+/// Deletes `ids` and their migrated copies, retiring those some process
+/// (this one included) still maps. Returns how many were retired.
 fn delete_ids(st: &mut State, ids: &[ObjectId], force: bool) -> crate::Result<usize> {
-    let metas = crate::migrate::with_copies_meta(client(st)?, ids)?;
-    let mut now = Vec::new();
-    let mut deferred = 0;
-    for (id, meta) in metas {
-        let blobs = meta.map(|m| m.blob_ids()).unwrap_or_default();
-        if blobs
-            .iter()
-            .any(|b| st.live.get(b).is_some_and(|w| w.strong_count() > 0))
-        {
-            st.deferred.push(Deferred { id, blobs, force });
-            deferred += 1;
-        } else {
-            now.push(id);
+    let done = crate::lease::delete(client(st)?, ids, force)?;
+    note_retired(st, &done);
+    Ok(done.retired.len())
+}
+
+fn note_retired(st: &mut State, done: &crate::lease::Outcome) {
+    st.retired.retain(|id| !done.freed.contains(id));
+    for id in &done.retired {
+        if !st.retired.contains(id) {
+            st.retired.push(*id);
         }
     }
-    client(st)?.del_data(&now, force, true)?;
-    Ok(deferred)
+}
+
+/// Frees the objects this client retired that nobody maps any more, and
+/// forgets those freed elsewhere.
+fn free_retired(st: &mut State) -> crate::Result<()> {
+    if st.retired.is_empty() {
+        return Ok(());
+    }
+    let ids = st.retired.clone();
+    let c = client(st)?;
+    let done = crate::lease::free_retired(c, &ids)?;
+    st.retired = done.retired;
+    Ok(())
 }
 
 /// Drops a client on a thread of its own: unmapping a store whose pages
@@ -295,16 +366,22 @@ impl PyClient {
             read: read_timeout.map(secs).transpose()?,
             write: write_timeout.map(secs).transpose()?,
         };
-        let state = State {
+        let state = Arc::new(Mutex::new(State {
             client: None,
             pid: std::process::id(),
             live: HashMap::new(),
-            deferred: Vec::new(),
-        };
+            held: HashMap::new(),
+            retired: Vec::new(),
+        }));
+        let released = Arc::new(Released {
+            blobs: Mutex::new(Vec::new()),
+            state: Arc::downgrade(&state),
+        });
         Ok(PyClient {
             socket,
             timeouts,
-            state: Mutex::new(state),
+            state,
+            released,
         })
     }
 
@@ -321,8 +398,8 @@ impl PyClient {
 
     /// Stores `tree` (a dict; nested dicts are members, `{"__blob__": i}` is
     /// `buffers[i]`) as one object. Returns `(id, replaced_id_or_None, nbytes)`.
-    /// The object that `name` pointed to before is deleted (deferred while
-    /// viewed here).
+    /// The object that `name` pointed to before is deleted (retired while
+    /// any process maps it).
     #[pyo3(signature = (tree, buffers, name = None, persist = true))]
     fn put(
         &self,
@@ -360,23 +437,70 @@ impl PyClient {
         id: Option<u64>,
         name: Option<String>,
     ) -> PyResult<(u64, Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+        let released = self.released.clone();
         let fetched = self.with(py, move |st| {
-            let id = match (id, &name) {
-                (Some(id), _) => oid(id),
-                (None, Some(n)) => client(st)?.get_name(n, false)?,
-                (None, None) => return Err(Error::Usage("get needs an id or a name".into())),
+            // A name moved by a concurrent save may point at an object that
+            // is retired or freed by the time it is mapped: look again.
+            let mut attempts = 0;
+            let f = loop {
+                attempts += 1;
+                let id = match (id, &name) {
+                    (Some(id), _) => oid(id),
+                    (None, Some(n)) => client(st)?.get_name(n, false)?,
+                    (None, None) => return Err(Error::Usage("get needs an id or a name".into())),
+                };
+                let gone = |st: &State| Error::NotFound {
+                    socket: st
+                        .client
+                        .as_ref()
+                        .map(|c| c.socket().to_path_buf())
+                        .unwrap_or_default(),
+                    what: format!("object {id} (deleted while it was being loaded)"),
+                };
+                let f = match store::get(client(st)?, id) {
+                    Err(e)
+                        if (e.is_not_found() || matches!(e, Error::Layout { .. }))
+                            && name.is_some()
+                            && attempts < 3 =>
+                    {
+                        continue
+                    }
+                    other => other?,
+                };
+                // The lease is taken (the mapping); now make sure no deleter
+                // retired the object before it could see the lease.
+                if crate::lease::confirm(client(st)?, f.id)? {
+                    break f;
+                }
+                let mapped: Vec<ObjectId> = f
+                    .blobs
+                    .keys()
+                    .filter(|b| !st.held.contains_key(b))
+                    .copied()
+                    .collect();
+                let loaded = f.id;
+                drop(f);
+                release_blobs(st, &mapped, &[loaded]);
+                if name.is_none() || attempts >= 3 {
+                    return Err(gone(st));
+                }
             };
-            let f = store::get(client(st)?, id)?;
             let mut leases = HashMap::with_capacity(f.blobs.len());
             for (bid, bytes) in f.blobs {
                 let lease = match st.live.get(&bid).and_then(Weak::upgrade) {
                     Some(l) if l.bytes.len() == bytes.len() => l,
                     _ => {
-                        let l = Arc::new(Lease { bytes });
+                        let l = Arc::new(Lease {
+                            bytes,
+                            released: released.clone(),
+                        });
                         st.live.insert(bid, Arc::downgrade(&l));
                         l
                     }
                 };
+                if bid != ObjectId::EMPTY_BLOB {
+                    st.held.entry(bid).or_insert(f.id);
+                }
                 leases.insert(bid, lease);
             }
             Ok((f.id, f.meta, leases))
@@ -457,9 +581,9 @@ impl PyClient {
         self.with(py, move |st| client(st)?.persist(oid(id)))
     }
 
-    /// Deletes objects (deep). Deletes of objects whose blobs are still viewed
-    /// in this process are deferred until the views are gone; returns how many
-    /// were deferred.
+    /// Deletes objects (deep). Objects that some process (this one
+    /// included) still maps are retired instead: freed once the last of
+    /// them lets go. Returns how many were retired.
     #[pyo3(signature = (ids, force = false))]
     fn delete(&self, py: Python<'_>, ids: Vec<u64>, force: bool) -> PyResult<usize> {
         let ids: Vec<ObjectId> = ids.into_iter().map(oid).collect();
@@ -467,31 +591,39 @@ impl PyClient {
     }
 
     /// Drops every name under `prefix` and deletes the objects (and, in a
-    /// cluster, their migrated copies). Returns the number of objects.
+    /// cluster, their migrated copies), retiring those still mapped.
+    /// Returns the number of objects.
     fn delete_namespace(&self, py: Python<'_>, prefix: String) -> PyResult<usize> {
         self.with(py, move |st| {
-            let (names, ids) = crate::migrate::namespace_objects(client(st)?, &prefix)?;
-            for n in &names {
-                client(st)?.drop_name(n)?;
-            }
-            delete_ids(st, &ids, false)?;
-            Ok(ids.len())
+            let done = crate::lease::delete_namespace(client(st)?, &prefix)?;
+            note_retired(st, &done.outcome);
+            Ok(done.ids().len())
         })
     }
 
-    /// Sends deferred deletes now; `all=True` ignores live views (at exit).
+    /// Frees the objects this client retired that nobody maps any more;
+    /// returns how many are still retired. `all=True` (at exit) first lets
+    /// go of every blob this process still views.
     #[pyo3(signature = (all = false))]
     fn flush(&self, py: Python<'_>, all: bool) -> PyResult<usize> {
         self.with(py, move |st| {
-            flush_deferred(st, all);
-            Ok(st.deferred.len())
+            if all {
+                let held: Vec<(ObjectId, ObjectId)> = st.held.drain().collect();
+                let blobs: Vec<ObjectId> = held.iter().map(|(b, _)| *b).collect();
+                let mut owners: Vec<ObjectId> = held.iter().map(|(_, o)| *o).collect();
+                owners.sort_unstable();
+                owners.dedup();
+                release_blobs(st, &blobs, &owners);
+            }
+            free_retired(st)?;
+            Ok(st.retired.len())
         })
     }
 
-    /// Number of deletes still waiting for views to go away.
+    /// Number of objects this client retired that are not freed yet.
     #[getter]
     fn deferred(&self) -> usize {
-        self.lock().deferred.len()
+        self.lock().retired.len()
     }
 
     /// `instance_status` as a dict (memory_usage, memory_limit, ...).
@@ -526,23 +658,27 @@ impl PyClient {
         self.connect(py)
     }
 
-    /// Closes the connection (the next call reconnects). Deletes still
-    /// waiting for views keep it open, unless `abandon`: then they are
-    /// dropped (for a server about to be stopped; views stay readable, since
-    /// the mappings they hold keep the memory).
+    /// Closes the connection (the next call reconnects). While this process
+    /// still views blobs it loaded, the connection stays open: its
+    /// references are what keeps other processes from freeing them. With
+    /// `abandon` it closes anyway (for a server about to be stopped; views
+    /// stay readable, since the mappings they hold keep the memory).
     #[pyo3(signature = (abandon = false))]
     fn close(&self, py: Python<'_>, abandon: bool) {
         py.detach(|| {
             let mut st = self.lock();
-            flush_deferred(&mut st, false);
+            release_dropped(&mut st, &self.released);
             if abandon {
-                st.deferred.clear();
-            }
-            if st.deferred.is_empty() {
-                match st.client.take() {
-                    Some(c) if abandon => drop_in_background(c),
-                    other => drop(other),
+                st.retired.clear();
+                st.held.clear();
+                if let Some(c) = st.client.take() {
+                    drop_in_background(c);
                 }
+                return;
+            }
+            if st.held.is_empty() {
+                let _ = free_retired(&mut st);
+                st.forget_connection();
             }
         })
     }
