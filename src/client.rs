@@ -64,6 +64,11 @@ pub struct Client {
     conn: Connection,
     info: ServerInfo,
     regions: HashMap<i64, Arc<Region>>,
+    /// Requests sent by `send_unanswered` whose replies are still unread:
+    /// `(request type, expected reply type)`.
+    unanswered: Vec<(String, &'static str)>,
+    /// Their replies, read before a later request was sent.
+    answered: Vec<Result<Map<String, Value>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -124,6 +129,8 @@ impl Client {
             conn,
             info,
             regions: HashMap::new(),
+            unanswered: Vec::new(),
+            answered: Vec::new(),
         })
     }
 
@@ -147,8 +154,56 @@ impl Client {
         self.regions.len()
     }
 
-    fn call(&mut self, msg: Value, expected: &str) -> Result<Map<String, Value>> {
+    pub(crate) fn call(&mut self, msg: Value, expected: &str) -> Result<Map<String, Value>> {
+        self.settle()?;
         self.conn.call(&msg, expected)
+    }
+
+    /// Sends requests whose replies nobody waits for now (`release`s: the
+    /// server acts on them at once). Their replies are read before the next
+    /// request's, with no wait of their own, and kept for `take_answered`.
+    /// Replies must carry no fds.
+    pub(crate) fn send_unanswered(&mut self, msgs: &[(Value, &'static str)]) -> Result<()> {
+        for chunk in msgs.chunks(PIPELINE_BATCH) {
+            // Never more than a batch of replies waits in the socket, so
+            // neither side blocks on a full buffer.
+            if self.unanswered.len() + chunk.len() > PIPELINE_BATCH {
+                self.settle()?;
+            }
+            let mut frames = Vec::with_capacity(chunk.len() * 96);
+            for (msg, _) in chunk {
+                frames.extend_from_slice(&protocol::encode_frame(msg));
+            }
+            self.conn.send_raw(&frames, request_type(&chunk[0].0))?;
+            self.unanswered.extend(
+                chunk
+                    .iter()
+                    .map(|(msg, expected)| (request_type(msg).to_string(), *expected)),
+            );
+        }
+        Ok(())
+    }
+
+    /// True while replies of `send_unanswered` requests wait to be read or
+    /// taken.
+    pub fn has_unanswered(&self) -> bool {
+        !self.unanswered.is_empty() || !self.answered.is_empty()
+    }
+
+    /// Reads the replies of `send_unanswered` requests still in the socket.
+    pub(crate) fn settle(&mut self) -> Result<()> {
+        for (req, expected) in std::mem::take(&mut self.unanswered) {
+            let reply = self.conn.recv(&req)?;
+            self.answered
+                .push(protocol::check_reply(reply, expected, self.conn.ctx(&req)));
+        }
+        Ok(())
+    }
+
+    /// The replies of every `send_unanswered` request so far, in order.
+    pub(crate) fn take_answered(&mut self) -> Result<Vec<Result<Map<String, Value>>>> {
+        self.settle()?;
+        Ok(std::mem::take(&mut self.answered))
     }
 
     /// Sends requests back to back, then reads their replies in order: one
@@ -164,6 +219,7 @@ impl Client {
         &mut self,
         msgs: &[(Value, &str)],
     ) -> Result<Vec<Result<Map<String, Value>>>> {
+        self.settle()?;
         let mut out = Vec::with_capacity(msgs.len());
         for chunk in msgs.chunks(PIPELINE_BATCH) {
             let mut frames = Vec::with_capacity(chunk.len() * 96);

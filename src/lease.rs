@@ -176,37 +176,83 @@ pub fn free_retired(client: &mut Client, ids: &[ObjectId]) -> Result<Outcome> {
 /// views them), then frees those of `owners` (the objects they were loaded
 /// from) that are retired and mapped by no one.
 pub fn release(client: &mut Client, blobs: &[ObjectId], owners: &[ObjectId]) -> Result<Outcome> {
-    let mut msgs: Vec<(Value, &str)> = release_msgs(blobs).collect();
-    let released = msgs.len();
+    release_unanswered(client, blobs, owners)?;
+    finish_releases(client)
+}
+
+/// [`release`] in two halves, so that letting go costs no wait: this one
+/// sends the `release`s (the leases end as the server reads them) and asks
+/// for the owners' trees; [`finish_releases`] reads the answers, whenever
+/// the caller next talks to the server, and frees the retired owners.
+pub fn release_unanswered(
+    client: &mut Client,
+    blobs: &[ObjectId],
+    owners: &[ObjectId],
+) -> Result<()> {
+    let mut msgs: Vec<(Value, &'static str)> = release_msgs(blobs).collect();
     if !owners.is_empty() {
         msgs.push((
             json!({"type": "get_data_request", "id": owners, "sync_remote": false, "wait": false}),
             "get_data_reply",
         ));
     }
-    if msgs.is_empty() {
-        return Ok(Outcome::default());
+    client.send_unanswered(&msgs)
+}
+
+/// The second half of [`release`]: frees what the owners' trees show
+/// retired (and no one maps any more).
+pub fn finish_releases(client: &mut Client) -> Result<Outcome> {
+    let mut retired: Vec<(ObjectId, ObjectMeta)> = Vec::new();
+    // Release errors (a blob this connection did not hold) change nothing.
+    for reply in client.take_answered()?.into_iter().flatten() {
+        if reply.get("type").and_then(Value::as_str) != Some("get_data_reply") {
+            continue;
+        }
+        retired.extend(
+            client
+                .content_map(reply, "get_data_request")?
+                .into_iter()
+                .filter(|(_, m)| is_retired(m)),
+        );
     }
-    let mut replies = client.call_many(&msgs)?.into_iter().skip(released);
-    let Some(data) = replies.next() else {
-        return Ok(Outcome::default());
-    };
-    let retired: Vec<(ObjectId, ObjectMeta)> = client
-        .content_map(data?, "get_data_request")?
-        .into_iter()
-        .filter(|(_, m)| is_retired(m))
-        .collect();
+    retired.sort_unstable_by_key(|(id, _)| *id);
+    retired.dedup_by_key(|(id, _)| *id);
     retire_and_free(client, &retired, false)
 }
 
 /// After mapping an object's blobs: true when the object still exists and
 /// is not retired, so the mapping may be used (see the module docs).
+/// `store::get_confirmed` sends the same request in the mapping's wait.
 pub fn confirm(client: &mut Client, id: ObjectId) -> Result<bool> {
+    let (msg, expected) = confirm_request(id);
+    let reply = client.call(msg, expected);
+    confirmed(client, id, reply?)
+}
+
+/// The request [`confirm`] sends: `exists` for a bare blob, else the tree
+/// (whose labels say whether it was retired).
+pub(crate) fn confirm_request(id: ObjectId) -> (Value, &'static str) {
     if id.is_blob() {
-        return client.exists(id);
+        (json!({"type": "exists_request", "id": id}), "exists_reply")
+    } else {
+        (
+            json!({"type": "get_data_request", "id": [id], "sync_remote": false, "wait": false}),
+            "get_data_reply",
+        )
+    }
+}
+
+/// Reads the reply of [`confirm_request`].
+pub(crate) fn confirmed(
+    client: &Client,
+    id: ObjectId,
+    reply: serde_json::Map<String, Value>,
+) -> Result<bool> {
+    if id.is_blob() {
+        return Ok(reply.get("exists").and_then(Value::as_bool) == Some(true));
     }
     Ok(client
-        .get_data(&[id], false, false)?
+        .content_map(reply, "get_data_request")?
         .get(&id)
         .is_some_and(|m| !is_retired(m)))
 }

@@ -291,6 +291,17 @@ pub struct Fetched {
 /// Fetches a tree and maps its blobs (one `get_data`, one `get_buffers`).
 /// An object held by another instance is migrated here first.
 pub fn get(client: &mut Client, id: ObjectId) -> Result<Fetched> {
+    get_inner(client, id, false).map(|(f, _)| f)
+}
+
+/// `get`, then, in the same wait as the mapping, [`crate::lease::confirm`]:
+/// the object and whether it may be used (it still exists and is not
+/// retired). An unusable mapping must be released, not handed out.
+pub fn get_confirmed(client: &mut Client, id: ObjectId) -> Result<(Fetched, bool)> {
+    get_inner(client, id, true)
+}
+
+fn get_inner(client: &mut Client, id: ObjectId, confirm: bool) -> Result<(Fetched, bool)> {
     let mut id = id;
     // An object just persisted by another instance may not have reached this
     // instance's view of the metadata yet: ask it to sync before giving up.
@@ -317,7 +328,12 @@ pub fn get(client: &mut Client, id: ObjectId) -> Result<Fetched> {
     if id.is_blob() && id != ObjectId::EMPTY_BLOB {
         wanted.push(id);
     }
-    let mut blobs = client.get_buffers(&wanted)?;
+    let then = confirm.then(|| crate::lease::confirm_request(id));
+    let (mut blobs, confirmed) = client.get_buffers_then(&wanted, then)?;
+    let usable = match confirmed {
+        Some(reply) => crate::lease::confirmed(client, id, reply?)?,
+        None => true,
+    };
     for b in &wanted {
         if !blobs.contains_key(b) {
             return Err(Error::Layout {
@@ -327,5 +343,5 @@ pub fn get(client: &mut Client, id: ObjectId) -> Result<Fetched> {
         }
     }
     blobs.insert(ObjectId::EMPTY_BLOB, BlobBytes::empty(ObjectId::EMPTY_BLOB));
-    Ok(Fetched { id, meta, blobs })
+    Ok((Fetched { id, meta, blobs }, usable))
 }

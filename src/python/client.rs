@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -35,6 +36,39 @@ struct Lease {
 struct Released {
     blobs: Mutex<Vec<ObjectId>>,
     state: Weak<Mutex<State>>,
+    /// A `finish_later` thread is waiting.
+    finishing: AtomicBool,
+}
+
+/// How long the answers to releases may wait for a request of the process
+/// before a thread of ours reads them (and frees what they show unused).
+const FINISH_DELAY: Duration = Duration::from_millis(20);
+
+/// Reads the answers to the releases just sent once `FINISH_DELAY` has
+/// passed, unless the process talks to the server first (then its next
+/// request does). Drops happen on the hot path: sending costs no wait, and
+/// a process that goes idle still frees what it was the last to view.
+fn finish_later(released: &Arc<Released>) {
+    if released.finishing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let waiting = released.clone();
+    let spawned = std::thread::Builder::new()
+        .name("vineyard-release".into())
+        .spawn(move || {
+            std::thread::sleep(FINISH_DELAY);
+            waiting.finishing.store(false, Ordering::Release);
+            if let Some(state) = waiting.state.upgrade() {
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                if st.pid == std::process::id() {
+                    finish_releases(&mut st);
+                }
+            }
+        });
+    if spawned.is_err() {
+        // No thread: the next request of the process reads the answers.
+        released.finishing.store(false, Ordering::Release);
+    }
 }
 
 impl Drop for Lease {
@@ -57,6 +91,9 @@ impl Drop for Lease {
             if let Ok(mut st) = state.try_lock() {
                 if st.pid == std::process::id() {
                     release_dropped(&mut st, &self.released);
+                    if st.client.as_ref().is_some_and(Client::has_unanswered) {
+                        finish_later(&self.released);
+                    }
                 }
             }
         }
@@ -207,6 +244,7 @@ impl PyClient {
                 st.client = Some(Client::connect_with(&self.socket, self.timeouts)?);
             }
             release_dropped(&mut st, &self.released);
+            finish_releases(&mut st);
             let res = f(&mut st);
             if let Err(e) = &res {
                 if e.is_fatal_to_connection() {
@@ -227,9 +265,9 @@ fn client(st: &mut State) -> crate::Result<&mut Client> {
 }
 
 /// Releases the blobs whose last view went (unless a newer load views them
-/// again), and frees the objects they were loaded for if those were retired
-/// and nobody maps them any more. Errors are left for the next request to
-/// meet: a release that fails only delays a free.
+/// again). The `release`s are only sent: letting go costs no wait, and the
+/// server ends the leases as it reads them. `finish_releases` later frees
+/// the objects they were loaded for if those were retired meanwhile.
 fn release_dropped(st: &mut State, released: &Released) {
     let dropped = std::mem::take(&mut *released.blobs.lock().unwrap_or_else(|p| p.into_inner()));
     if dropped.is_empty() {
@@ -252,12 +290,29 @@ fn release_dropped(st: &mut State, released: &Released) {
     release_blobs(st, &blobs, &owners);
 }
 
-/// `lease::release` on the client's connection, noting what it freed.
+/// Sends `lease::release_unanswered` on the client's connection.
 fn release_blobs(st: &mut State, blobs: &[ObjectId], owners: &[ObjectId]) {
+    if blobs.is_empty() && owners.is_empty() {
+        return;
+    }
     let Some(c) = st.client.as_mut() else {
         return;
     };
-    match crate::lease::release(c, blobs, owners) {
+    if let Err(e) = crate::lease::release_unanswered(c, blobs, owners) {
+        if e.is_fatal_to_connection() {
+            st.forget_connection();
+        }
+    }
+}
+
+/// Reads the answers to the releases sent so far and frees the retired
+/// objects they show unused. A failure only delays a free (to the next
+/// release, delete or gc).
+fn finish_releases(st: &mut State) {
+    let Some(c) = st.client.as_mut() else {
+        return;
+    };
+    match crate::lease::finish_releases(c) {
         Ok(done) => st.retired.retain(|id| !done.freed.contains(id)),
         Err(e) if e.is_fatal_to_connection() => st.forget_connection(),
         Err(_) => {}
@@ -376,6 +431,7 @@ impl PyClient {
         let released = Arc::new(Released {
             blobs: Mutex::new(Vec::new()),
             state: Arc::downgrade(&state),
+            finishing: AtomicBool::new(false),
         });
         Ok(PyClient {
             socket,
@@ -457,7 +513,7 @@ impl PyClient {
                         .unwrap_or_default(),
                     what: format!("object {id} (deleted while it was being loaded)"),
                 };
-                let f = match store::get(client(st)?, id) {
+                let (f, usable) = match store::get_confirmed(client(st)?, id) {
                     Err(e)
                         if (e.is_not_found() || matches!(e, Error::Layout { .. }))
                             && name.is_some()
@@ -467,9 +523,9 @@ impl PyClient {
                     }
                     other => other?,
                 };
-                // The lease is taken (the mapping); now make sure no deleter
-                // retired the object before it could see the lease.
-                if crate::lease::confirm(client(st)?, f.id)? {
+                // The lease is taken (the mapping), and no deleter retired
+                // the object before it could see the lease: use it.
+                if usable {
                     break f;
                 }
                 let mapped: Vec<ObjectId> = f
@@ -615,6 +671,7 @@ impl PyClient {
                 owners.dedup();
                 release_blobs(st, &blobs, &owners);
             }
+            finish_releases(st);
             free_retired(st)?;
             Ok(st.retired.len())
         })
@@ -676,6 +733,7 @@ impl PyClient {
                 }
                 return;
             }
+            finish_releases(&mut st);
             if st.held.is_empty() {
                 let _ = free_retired(&mut st);
                 st.forget_connection();
