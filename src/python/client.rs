@@ -647,13 +647,13 @@ impl PyClient {
     }
 
     /// Drops every name under `prefix` and deletes the objects (and, in a
-    /// cluster, their migrated copies), retiring those still mapped.
-    /// Returns the number of objects.
-    fn delete_namespace(&self, py: Python<'_>, prefix: String) -> PyResult<usize> {
+    /// cluster, their migrated copies and leftovers of earlier copies),
+    /// retiring those still mapped. Returns their ids, sorted.
+    fn delete_namespace(&self, py: Python<'_>, prefix: String) -> PyResult<Vec<u64>> {
         self.with(py, move |st| {
             let done = crate::lease::delete_namespace(client(st)?, &prefix)?;
             note_retired(st, &done.outcome);
-            Ok(done.ids().len())
+            Ok(done.ids().into_iter().map(ObjectId::value).collect())
         })
     }
 

@@ -171,3 +171,58 @@ def test_a_holder_that_exits_frees_what_was_retired_under_it(store):
     assert usage(c) == base + N * 8
     holder.close()  # exits with the view alive: the exit flush frees it
     assert wait_until(lambda: usage(c) == base, 10), (usage(c), base)
+
+
+def test_concurrent_kedro_runs_with_catalog_entries_neither_crash_nor_read_garbage(tmp_path):
+    """Two `kedro run`s (Kedro's own runner) of a project whose intermediates
+    are `"{default}"` VineyardDataset entries: both save and load the same
+    names, each run's saves replace the other's objects while it reads them.
+    Same parameters, so every value either run can read is a right one: a
+    run that finishes reports the reference accuracy. A run may also stop
+    with a clear DatasetError when the other one released a name it was about
+    to load (Kedro releases an intermediate after its last consumer), never
+    with a crash or a wrong result. The store goes back to its baseline once
+    the names are removed."""
+    from kedro_project import accuracy, copy_iris, kedro_env
+
+    server = _core.Server(size="256Mi")
+    c = _core.Client(server.socket)
+    try:
+        base = usage(c)
+        projects = []
+        for name in ("a", "b"):
+            project = copy_iris(tmp_path / name)
+            (project / "conf" / "base" / "catalog_vineyard.yml").write_text(
+                '"{default}":\n  type: vineyard.contrib.kedro.io.dataset.VineyardDataset\n  ds_name: "{default}"\n'
+            )
+            projects.append(project)
+        env = kedro_env(VINEYARD_IPC_SOCKET=server.socket, VINEYARD_KEDRO_NAMESPACE=None)
+        finished = 0
+        for _ in range(3):
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "kedro", "run"],
+                    cwd=p,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+                for p in projects
+            ]
+            for p in procs:
+                out, _ = p.communicate(timeout=300)
+                if p.returncode == 0:
+                    finished += 1
+                    assert accuracy(out) == pytest.approx(0.933, abs=1e-3), out[-3000:]
+                else:
+                    assert "DatasetError" in out and "it was never saved, or was released or deleted" in out, out[-3000:]
+        assert finished >= 1
+        names = [n for n, _ in c.list_names()]
+        if names:
+            cli(server.socket, "rm", *names)
+        cli(server.socket, "gc", "--orphans")
+        assert wait_until(lambda: usage(c) == base, 10), (usage(c), base)
+    finally:
+        c.close(abandon=True)
+        server.stop()
