@@ -14,10 +14,12 @@
 //! * **Writers** drop their seal references once the object is named
 //!   (`store::put`), so afterwards only readers hold references.
 //! * **Readers** map the blobs (`get_buffers`: the lease is taken), then
-//!   [`confirm`] that the object still exists and is not retired; if it is
-//!   gone or retired they drop what they mapped and do not use it. When the
-//!   last view of a blob goes, they `release` it and, through [`release`],
-//!   free the objects of those blobs that are retired and no longer mapped.
+//!   [`confirm`] that the object still exists and is not retired (in the
+//!   same wait: `store::get_confirmed`); if it is gone or retired they drop
+//!   what they mapped and do not use it. When the last view of a blob goes,
+//!   they `release` it and, through [`release`] (or its two halves, which
+//!   cost no wait), free the objects of those blobs that are retired and no
+//!   longer mapped.
 //! * **Deleters** ([`delete`], [`delete_namespace`], `gc`) first *retire* the
 //!   object (label it [`RETIRED_LABEL`]), then ask `is_in_use` for each of
 //!   its local blobs; only an object none of whose blobs is in use is
@@ -38,7 +40,7 @@
 //! connection before naming them) carry [`SAVED_AS_KEY`] but no name:
 //! [`abandoned`] finds them for `gc --orphans`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
@@ -386,12 +388,4 @@ pub fn reclaim(client: &mut Client, abandoned_too: bool) -> Result<Outcome> {
         out.extend(retire_and_free(client, &found, false)?);
     }
     Ok(out)
-}
-
-/// Per owner object, the blobs of `held` (blob -> owner) it contributed.
-pub fn owners_of(held: &HashMap<ObjectId, ObjectId>, blobs: &[ObjectId]) -> Vec<ObjectId> {
-    let mut owners: Vec<ObjectId> = blobs.iter().filter_map(|b| held.get(b).copied()).collect();
-    owners.sort_unstable();
-    owners.dedup();
-    owners
 }
