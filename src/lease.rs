@@ -389,3 +389,40 @@ pub fn reclaim(client: &mut Client, abandoned_too: bool) -> Result<Outcome> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(v: Value) -> ObjectMeta {
+        ObjectMeta::from_value(v).expect("an object")
+    }
+
+    #[test]
+    fn retired_is_read_from_the_labels_vineyardd_keeps_as_a_json_string() {
+        let labelled =
+            meta(json!({"typename": "T", "__labels": "{\"vineyard_kedro.retired\":\"1\"}"}));
+        assert!(is_retired(&labelled));
+        let other = meta(json!({"typename": "T", "__labels": "{\"team\":\"a\"}"}));
+        assert!(!is_retired(&other));
+        assert!(!is_retired(&meta(json!({"typename": "T"}))));
+        assert!(!is_retired(&meta(
+            json!({"typename": "T", "__labels": "not json"})
+        )));
+        assert!(is_retired(&meta(
+            json!({"typename": "T", "__labels": {"vineyard_kedro.retired": "1"}})
+        )));
+    }
+
+    #[test]
+    fn namespace_ids_are_freed_and_retired_together_sorted() {
+        let done = NamespaceDeleted {
+            names: vec![],
+            outcome: Outcome {
+                freed: vec![ObjectId(9), ObjectId(3)],
+                retired: vec![ObjectId(5)],
+            },
+        };
+        assert_eq!(done.ids(), vec![ObjectId(3), ObjectId(5), ObjectId(9)]);
+    }
+}
