@@ -161,6 +161,19 @@ def scaling_tables(s: dict, md: bool = False) -> str:
                 ]
             )
     parts.append(_table(["objects", "contender", "save+load pair (median per repetition)", "equal"], rows, md))
+    rows = [
+        [
+            f"{r['others']:,}",
+            _span(r["pair"]),
+            f"{r['vs_empty']:.2f}x" if r.get("vs_empty") else "",
+            "yes" if r["equal"] else "NO",
+        ]
+        for r in s.get("store_size", [])
+    ]
+    if rows:
+        parts.append(
+            _table(["other objects in the store", "save+load pair (one name, saved over)", "vs empty", "equal"], rows, md)
+        )
     return "\n\n".join(parts)
 
 

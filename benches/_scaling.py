@@ -9,6 +9,9 @@
 * objects: 1,000 tiny values saved and loaded one after the other (named and
   loaded by name, as a Kedro dataset does), per pair: ours, pickle files in
   ``/dev/shm``, and the official client.
+* store size: the save+load pair of one tiny dict under one name (each save
+  replaces, so deletes the previous value) with 0, 10,000 and 100,000 other
+  named objects in the store: the cost of a pair should not grow with them.
 """
 
 from __future__ import annotations
@@ -134,12 +137,60 @@ def tiny_objects(n: int, reps: int, ctx: dict) -> list[dict]:
     return out
 
 
-def run(sizes: list[int], reps: int, tiny_n: int, ctx: dict, column_counts: list[int] = COLUMN_COUNTS) -> dict:
+def _pairs(client: Any, n: int) -> tuple[list[float], bool]:
+    make = builders()["tiny_value"]
+    c = Ours(client, "bench/store-size/pair")
+    times, ok = [], True
+    for i in range(n):
+        v = make("dict", i)
+        t = time.perf_counter()
+        c.save(v)
+        back = c.load()
+        times.append(time.perf_counter() - t)
+        ok = ok and equal(back, v)[1]
+        del back
+    return times, ok
+
+
+def store_size(others: list[int], pairs: int) -> list[dict]:
+    """Median save+load pair with `others` other named objects in the store
+    (tiny dicts, named as datasets are), on a vineyardd of its own (dropped
+    at the end with all the fillers)."""
+    from vineyard.contrib.kedro import _core
+    from vineyard.contrib.kedro.codec import put_value
+
+    make = builders()["tiny_value"]
+    server = _core.Server(size="2Gi")
+    client = _core.Client(server.socket)
+    out, have = [], 0
+    try:
+        for n in sorted(others):
+            log(f"scaling: save+load pair with {n} other objects in the store")
+            while have < n:
+                # Unnamed put, then the name: a named put asks vineyardd for
+                # the name's old object, which costs more the more names there are.
+                client.put_name(put_value(client, make("dict", have)).id, f"bench/others/{have}")
+                have += 1
+            times, ok = _pairs(client, pairs)
+            out.append({"label": f"pair, {n} other objects", "others": n, "pairs": pairs, "pair": stats(times), "equal": ok})
+    finally:
+        client.close(abandon=True)
+        server.kill()
+    base = next((r["pair"]["median"] for r in out if r["others"] == 0), None)
+    for r in out:
+        r["vs_empty"] = r["pair"]["median"] / base if base else None
+    return out
+
+
+def run(
+    sizes: list[int], reps: int, tiny_n: int, ctx: dict, column_counts: list[int] = COLUMN_COUNTS, others: list[int] | None = None
+) -> dict:
     t = time.perf_counter()
     out = {
         "bytes": bytes_curve(sizes, reps, ctx),
         "columns": columns_curve(reps, ctx, column_counts),
         "objects": tiny_objects(tiny_n, min(reps, 3), ctx),
+        "store_size": store_size(others if others is not None else [0, 10_000, 100_000], 300),
     }
     out["seconds"] = time.perf_counter() - t
     return out

@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.pipeline_reps = 1
         a.tiny = min(a.tiny, 50)
         a.scaling_sizes, a.columns = [64 * 1024, 512 * 1024], [10, 100]
+        a.others = [0, 300]
     else:
         a.sizes = sorted({s for s in (16 * MiB, 256 * MiB, size) if s <= size})
         a.mixed_b, a.strings_b = parse_size(a.mixed), parse_size(a.strings)
@@ -73,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.parallel_b = parse_size(a.parallel_size)
         a.scaling_sizes = [s for s in (1 * MiB, 4 * MiB, 64 * MiB) if s < size]
         a.columns = [10, 100, 1000]
+        a.others = [0, 10_000, 100_000]
     return a
 
 
@@ -139,6 +141,9 @@ def targets(data: dict) -> list[dict]:
     for rec in sc.get("objects", []):
         pair = (rec["results"]["ours"].get("pair") or {}).get("median")
         add(f"{rec['label']}: save+load pair < 1 ms (median)", pair, 0.001, "<=", "ms")
+    for rec in sc.get("store_size", []):
+        if rec["others"]:
+            add(f"save+load pair with {rec['others']:,} other objects <= 1.2x empty store", rec.get("vs_empty"), 1.2, "<=")
     return out
 
 
@@ -154,6 +159,9 @@ def smoke_problems(data: dict) -> list[str]:
     problems = []
     missing_official = not data["config"]["official_python"]
     records = data.get("micro", []) + [r for k in ("bytes", "columns", "objects") for r in data.get("scaling", {}).get(k, [])]
+    for rec in data.get("scaling", {}).get("store_size", []):
+        if not rec["equal"]:
+            problems.append(f"{rec['label']}: a load gave back a different value")
     for rec in records:
         for key, res in rec["results"].items():
             if res.get("unsupported") or (missing_official and key.startswith("official")):
@@ -210,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             mark_unsupported(data["micro"])
             gc.collect()
         if "scaling" in args.parts:
-            data["scaling"] = _scaling.run(args.scaling_sizes, args.reps, args.tiny, ctx, args.columns)
+            data["scaling"] = _scaling.run(args.scaling_sizes, args.reps, args.tiny, ctx, args.columns, args.others)
         if ctx["official"]:
             ctx["official"].close()
             ctx["official"] = None

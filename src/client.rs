@@ -23,6 +23,17 @@ use crate::shm::Region;
 /// Requests written before their replies are read (see `Client::call_many`).
 const PIPELINE_BATCH: usize = 64;
 
+/// `release` requests for `ids` (their replies are not worth reading: a
+/// blob this connection does not hold gives an error that changes nothing).
+pub(crate) fn release_msgs(ids: &[ObjectId]) -> impl Iterator<Item = (Value, &'static str)> + '_ {
+    ids.iter().filter(|b| **b != ObjectId::EMPTY_BLOB).map(|b| {
+        (
+            json!({"type": "release_request", "object_id": b}),
+            "release_reply",
+        )
+    })
+}
+
 /// The `type` of a request, for error messages.
 fn request_type(msg: &Value) -> &str {
     msg.get("type").and_then(Value::as_str).unwrap_or("request")
@@ -53,6 +64,11 @@ pub struct Client {
     conn: Connection,
     info: ServerInfo,
     regions: HashMap<i64, Arc<Region>>,
+    /// Requests sent by `send_unanswered` whose replies are still unread:
+    /// `(request type, expected reply type)`.
+    unanswered: Vec<(String, &'static str)>,
+    /// Their replies, read before a later request was sent.
+    answered: Vec<Result<Map<String, Value>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -113,6 +129,8 @@ impl Client {
             conn,
             info,
             regions: HashMap::new(),
+            unanswered: Vec::new(),
+            answered: Vec::new(),
         })
     }
 
@@ -136,8 +154,56 @@ impl Client {
         self.regions.len()
     }
 
-    fn call(&mut self, msg: Value, expected: &str) -> Result<Map<String, Value>> {
+    pub(crate) fn call(&mut self, msg: Value, expected: &str) -> Result<Map<String, Value>> {
+        self.settle()?;
         self.conn.call(&msg, expected)
+    }
+
+    /// Sends requests whose replies nobody waits for now (`release`s: the
+    /// server acts on them at once). Their replies are read before the next
+    /// request's, with no wait of their own, and kept for `take_answered`.
+    /// Replies must carry no fds.
+    pub(crate) fn send_unanswered(&mut self, msgs: &[(Value, &'static str)]) -> Result<()> {
+        for chunk in msgs.chunks(PIPELINE_BATCH) {
+            // Never more than a batch of replies waits in the socket, so
+            // neither side blocks on a full buffer.
+            if self.unanswered.len() + chunk.len() > PIPELINE_BATCH {
+                self.settle()?;
+            }
+            let mut frames = Vec::with_capacity(chunk.len() * 96);
+            for (msg, _) in chunk {
+                frames.extend_from_slice(&protocol::encode_frame(msg));
+            }
+            self.conn.send_raw(&frames, request_type(&chunk[0].0))?;
+            self.unanswered.extend(
+                chunk
+                    .iter()
+                    .map(|(msg, expected)| (request_type(msg).to_string(), *expected)),
+            );
+        }
+        Ok(())
+    }
+
+    /// True while replies of `send_unanswered` requests wait to be read or
+    /// taken.
+    pub fn has_unanswered(&self) -> bool {
+        !self.unanswered.is_empty() || !self.answered.is_empty()
+    }
+
+    /// Reads the replies of `send_unanswered` requests still in the socket.
+    pub(crate) fn settle(&mut self) -> Result<()> {
+        for (req, expected) in std::mem::take(&mut self.unanswered) {
+            let reply = self.conn.recv(&req)?;
+            self.answered
+                .push(protocol::check_reply(reply, expected, self.conn.ctx(&req)));
+        }
+        Ok(())
+    }
+
+    /// The replies of every `send_unanswered` request so far, in order.
+    pub(crate) fn take_answered(&mut self) -> Result<Vec<Result<Map<String, Value>>>> {
+        self.settle()?;
+        Ok(std::mem::take(&mut self.answered))
     }
 
     /// Sends requests back to back, then reads their replies in order: one
@@ -153,6 +219,7 @@ impl Client {
         &mut self,
         msgs: &[(Value, &str)],
     ) -> Result<Vec<Result<Map<String, Value>>>> {
+        self.settle()?;
         let mut out = Vec::with_capacity(msgs.len());
         for chunk in msgs.chunks(PIPELINE_BATCH) {
             let mut frames = Vec::with_capacity(chunk.len() * 96);
@@ -272,7 +339,7 @@ impl Client {
         self.content_map(reply, req)
     }
 
-    fn content_map(
+    pub(crate) fn content_map(
         &self,
         reply: Map<String, Value>,
         req: &str,
@@ -358,11 +425,17 @@ impl Client {
     }
 
     /// Persists `id` and points `name` at it (names need persisted
-    /// objects), in one wait. Returns the object the name pointed to
-    /// before, if any and not `id`. Requests run in order, so a failed
-    /// persist fails the naming too and the name keeps its old object.
-    pub fn persist_and_name(&mut self, id: ObjectId, name: &str) -> Result<Option<ObjectId>> {
-        let msgs = [
+    /// objects), in one wait, and drops this connection's references to
+    /// `release` (the blobs the put sealed). Returns the object the name
+    /// pointed to before, if any and not `id`. Requests run in order, so a
+    /// failed persist fails the naming too and the name keeps its old object.
+    pub fn persist_and_name(
+        &mut self,
+        id: ObjectId,
+        name: &str,
+        release: &[ObjectId],
+    ) -> Result<Option<ObjectId>> {
+        let mut msgs = vec![
             (
                 json!({"type": "persist_request", "id": id}),
                 "persist_reply",
@@ -376,8 +449,11 @@ impl Client {
                 "put_name_reply",
             ),
         ];
-        let replies = self.call_many(&msgs)?;
-        let Ok([persisted, old, named]) = <[_; 3]>::try_from(replies) else {
+        msgs.extend(release_msgs(release));
+        let mut replies = self.call_many(&msgs)?.into_iter();
+        let (Some(persisted), Some(old), Some(named)) =
+            (replies.next(), replies.next(), replies.next())
+        else {
             return Err(self.conn.ctx("persist_request").protocol("replies missing"));
         };
         persisted?;
@@ -392,6 +468,41 @@ impl Client {
             Err(e) => return Err(e),
         };
         Ok(old.filter(|o| *o != id))
+    }
+
+    /// Persists `id` (unless `persist` is false) and drops this
+    /// connection's references to `release`, in one wait.
+    pub fn persist_and_release(
+        &mut self,
+        id: ObjectId,
+        persist: bool,
+        release: &[ObjectId],
+    ) -> Result<()> {
+        let mut msgs = Vec::with_capacity(release.len() + 1);
+        if persist {
+            msgs.push((
+                json!({"type": "persist_request", "id": id}),
+                "persist_reply",
+            ));
+        }
+        msgs.extend(release_msgs(release));
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let replies = self.call_many(&msgs)?;
+        match replies.into_iter().next() {
+            Some(Err(e)) if persist => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds `keys` = `values` to the object's `__labels`.
+    pub fn label(&mut self, id: ObjectId, keys: &[&str], values: &[&str]) -> Result<()> {
+        self.call(
+            json!({"type": "label_request", "id": id, "keys": keys, "values": values}),
+            "label_reply",
+        )
+        .map(drop)
     }
 
     /// Resolves a name; `wait` blocks (without read timeout) until it exists.

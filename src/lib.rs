@@ -12,6 +12,7 @@ pub mod connection;
 mod copy;
 pub mod deploy;
 pub mod error;
+pub mod lease;
 pub mod migrate;
 pub mod object;
 pub mod protocol;

@@ -197,31 +197,6 @@ pub fn find_copies(
     Ok(out.into_iter().collect())
 }
 
-/// Deletes `ids` (deep) and every migrated copy of them, cluster-wide, and
-/// returns every id deleted. Ids that do not exist are skipped.
-///
-/// Deleting a persisted object through any instance removes its metadata
-/// cluster-wide, and the instance that holds its blobs frees them as soon as
-/// it sees the deletion (asynchronously, within milliseconds on one host).
-pub fn delete_with_copies(
-    client: &mut Client,
-    ids: &[ObjectId],
-    force: bool,
-) -> Result<Vec<ObjectId>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let metas: Vec<(ObjectId, ObjectMeta)> =
-        client.get_data(ids, true, false)?.into_iter().collect();
-    let copies = find_copies(client, &metas)?;
-    let mut all: Vec<ObjectId> = metas.iter().map(|(id, _)| *id).collect();
-    all.extend(copies.into_iter().map(|(id, _)| id));
-    all.sort_unstable();
-    all.dedup();
-    client.del_data(&all, force, true)?;
-    Ok(all)
-}
-
 /// vineyardd keeps an object's `__name` entry escaped as a JSON-pointer
 /// token (`/` as `~1`, `~` as `~0`).
 fn unescape_pointer(s: &str) -> String {
@@ -292,18 +267,4 @@ pub fn namespace_objects(
         names.into_iter().map(|(n, _)| n).collect(),
         ids.into_iter().collect(),
     ))
-}
-
-/// Deletes, cluster-wide, every object named `<prefix>...`, every migrated
-/// copy of those objects, and every object left over from earlier copies of
-/// that namespace (their `__name` entry starts with `prefix`); drops the
-/// names. Returns the ids deleted.
-pub fn delete_namespace(client: &mut Client, prefix: &str) -> Result<Vec<ObjectId>> {
-    let (names, ids) = namespace_objects(client, prefix)?;
-    for n in &names {
-        client.drop_name(n)?;
-    }
-    let all = with_copies(client, &ids)?;
-    client.del_data(&all, false, true)?;
-    Ok(all)
 }

@@ -143,8 +143,8 @@ unsafe fn put_inner(
     // vineyardd lists, and which its death marks as no longer in use: `gc
     // --orphans` (`reclaim_orphans`) can find and free them. Unsealed blobs
     // of a dead writer are invisible and stay allocated until a restart.
-    let ids: Vec<ObjectId> = blobs.iter().map(BlobBytes::id).collect();
-    client.seal_many(&ids)?;
+    let sealed: Vec<ObjectId> = blobs.iter().map(BlobBytes::id).collect();
+    client.seal_many(&sealed)?;
     // SAFETY: destinations are fresh blobs of exactly the source sizes, owned
     // by this put and unknown to anyone else until `create_datas` below;
     // sources are valid per the caller's contract.
@@ -163,6 +163,13 @@ unsafe fn put_inner(
         instance,
         sources.len(),
     )?;
+    // A named object says so in its tree: if the save dies before the
+    // naming, `gc --orphans` can tell the leftover from others' objects.
+    if let (Some(name), Some((_, root))) =
+        (&opts.name, levels.first_mut().and_then(|l| l.first_mut()))
+    {
+        root.set(crate::lease::SAVED_AS_KEY, name.as_str());
+    }
     let mut ids: HashMap<Vec<String>, ObjectId> = HashMap::new();
     for level in levels.into_iter().rev() {
         let mut contents = Vec::with_capacity(level.len());
@@ -180,13 +187,14 @@ unsafe fn put_inner(
         .get(&Vec::new())
         .ok_or_else(|| Error::Unsupported("the root object was not created".into()))?;
     // Names need persisted objects.
+    // The seals' references go with the naming: from here on only readers
+    // hold references, which is what deletes look at (see `lease`).
     let replaced = match &opts.name {
-        Some(name) => client.persist_and_name(id, name)?,
-        None if opts.persist => {
-            client.persist(id)?;
+        Some(name) => client.persist_and_name(id, name, &sealed)?,
+        None => {
+            client.persist_and_release(id, opts.persist, &sealed)?;
             None
         }
-        None => None,
     };
     Ok(PutResult {
         id,
@@ -283,6 +291,17 @@ pub struct Fetched {
 /// Fetches a tree and maps its blobs (one `get_data`, one `get_buffers`).
 /// An object held by another instance is migrated here first.
 pub fn get(client: &mut Client, id: ObjectId) -> Result<Fetched> {
+    get_inner(client, id, false).map(|(f, _)| f)
+}
+
+/// `get`, then, in the same wait as the mapping, [`crate::lease::confirm`]:
+/// the object and whether it may be used (it still exists and is not
+/// retired). An unusable mapping must be released, not handed out.
+pub fn get_confirmed(client: &mut Client, id: ObjectId) -> Result<(Fetched, bool)> {
+    get_inner(client, id, true)
+}
+
+fn get_inner(client: &mut Client, id: ObjectId, confirm: bool) -> Result<(Fetched, bool)> {
     let mut id = id;
     // An object just persisted by another instance may not have reached this
     // instance's view of the metadata yet: ask it to sync before giving up.
@@ -309,7 +328,12 @@ pub fn get(client: &mut Client, id: ObjectId) -> Result<Fetched> {
     if id.is_blob() && id != ObjectId::EMPTY_BLOB {
         wanted.push(id);
     }
-    let mut blobs = client.get_buffers(&wanted)?;
+    let then = confirm.then(|| crate::lease::confirm_request(id));
+    let (mut blobs, confirmed) = client.get_buffers_then(&wanted, then)?;
+    let usable = match confirmed {
+        Some(reply) => crate::lease::confirmed(client, id, reply?)?,
+        None => true,
+    };
     for b in &wanted {
         if !blobs.contains_key(b) {
             return Err(Error::Layout {
@@ -319,5 +343,5 @@ pub fn get(client: &mut Client, id: ObjectId) -> Result<Fetched> {
         }
     }
     blobs.insert(ObjectId::EMPTY_BLOB, BlobBytes::empty(ObjectId::EMPTY_BLOB));
-    Ok(Fetched { id, meta, blobs })
+    Ok((Fetched { id, meta, blobs }, usable))
 }

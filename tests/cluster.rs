@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::cluster::LocalCluster;
 use common::pattern;
 use serde_json::{json, Map, Value};
-use vineyard_kedro::migrate;
 use vineyard_kedro::store::{self, PutOptions, Source};
+use vineyard_kedro::{lease, migrate};
 use vineyard_kedro::{Client, Error, ObjectId};
 
 const MIB: usize = 1 << 20;
@@ -330,7 +330,10 @@ fn deleting_with_copies_returns_both_instances_to_baseline() {
     assert_eq!(copies, vec![(copy, Some(cluster.instance_id(B)))]);
 
     a.drop_name("del/x").unwrap();
-    let deleted = migrate::delete_with_copies(&mut a, &[id], false).expect("delete cluster-wide");
+    let mut deleted = lease::delete(&mut a, &[id], false)
+        .expect("delete cluster-wide")
+        .freed;
+    deleted.sort();
     let mut want = vec![id, copy];
     want.sort();
     assert_eq!(deleted, want);
@@ -362,7 +365,9 @@ fn deleting_a_namespace_removes_names_objects_and_orphaned_copies() {
     a.del_data(&[y], false, true).unwrap();
     drop(b);
 
-    let deleted = migrate::delete_namespace(&mut a, "run1/").expect("delete namespace");
+    let deleted = lease::delete_namespace(&mut a, "run1/")
+        .expect("delete namespace")
+        .ids();
     for id in [x, x_copy, y_copy] {
         assert!(deleted.contains(&id), "{id} not deleted: {deleted:?}");
     }

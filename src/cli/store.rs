@@ -194,9 +194,15 @@ pub(super) fn rm(socket: &Path, names: &[String], io: &mut Io<'_>) -> Result<(),
             }
             Some(id) => {
                 client.drop_name(name)?;
-                let ids = crate::migrate::with_copies(&mut client, &[id])?;
-                client.del_data(&ids, false, true)?;
-                writeln!(io.out, "removed {name} ({id})")?;
+                let done = crate::lease::delete(&mut client, &[id], false)?;
+                if done.retired.is_empty() {
+                    writeln!(io.out, "removed {name} ({id})")?;
+                } else {
+                    writeln!(
+                        io.out,
+                        "removed {name} ({id}); its memory is freed once the processes viewing it let go"
+                    )?;
+                }
             }
         }
     }
@@ -231,19 +237,36 @@ pub(super) fn gc(
     let mut report = Map::new();
     if let Some(ns) = ns {
         // Named objects, plus (in a cluster) migrated copies and leftovers.
-        let (names, ids) = crate::migrate::namespace_objects(&mut client, &format!("{ns}/"))?;
-        for name in &names {
-            client.drop_name(name)?;
-        }
-        let ids = crate::migrate::with_copies(&mut client, &ids)?;
-        client.del_data(&ids, false, true)?;
-        let listed: Vec<&str> = names.iter().map(String::as_str).collect();
+        let done = crate::lease::delete_namespace(&mut client, &format!("{ns}/"))?;
+        let ids = done.ids();
+        let listed: Vec<&str> = done.names.iter().map(String::as_str).collect();
         report.insert("namespace".into(), ns.into());
         report.insert("deleted".into(), ids.len().into());
+        report.insert("retired".into(), done.outcome.retired.len().into());
         report.insert("names".into(), json!(listed));
         if !json {
             writeln!(io.out, "deleted {} object(s) under {ns}/", ids.len())?;
+            if !done.outcome.retired.is_empty() {
+                writeln!(
+                    io.out,
+                    "{} of them still viewed by a live process: freed once it lets go (or by a later gc)",
+                    done.outcome.retired.len()
+                )?;
+            }
         }
+    }
+    // Objects retired earlier whose holders have let go or died, and (with
+    // --orphans) objects whose save failed after they were created.
+    let reclaimed = crate::lease::reclaim(&mut client, orphans)?;
+    report.insert("reclaimed".into(), reclaimed.freed.len().into());
+    report.insert("still_viewed".into(), reclaimed.retired.len().into());
+    if !json && (!reclaimed.freed.is_empty() || !reclaimed.retired.is_empty()) {
+        writeln!(
+            io.out,
+            "reclaimed {} retired or abandoned object(s); {} still viewed by a live process",
+            reclaimed.freed.len(),
+            reclaimed.retired.len()
+        )?;
     }
     if orphans {
         let found = orphan_blobs(&mut client)?;

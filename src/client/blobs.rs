@@ -12,6 +12,9 @@ use crate::object::ObjectId;
 use crate::protocol::{self, field_u64, Payload};
 use crate::shm::{BlobBytes, Region};
 
+/// A reply as read from the server: its fields, or the error it reported.
+type ServerReply = Result<Map<String, Value>>;
+
 impl Client {
     /// Allocates one blob; its bytes may be written until `seal`.
     pub fn create_buffer(&mut self, size: u64) -> Result<BlobBytes> {
@@ -41,6 +44,7 @@ impl Client {
         const BATCH: usize = 64;
         let req = "create_buffer_request";
         let total = sizes.iter().fold(0u64, |a, s| a.saturating_add(*s));
+        self.settle()?;
         let mut out = Vec::with_capacity(sizes.len());
         let mut failed = None;
         for chunk in sizes.chunks(BATCH) {
@@ -123,6 +127,17 @@ impl Client {
 
     /// Maps the given sealed local blobs. Missing ids are absent from the map.
     pub fn get_buffers(&mut self, ids: &[ObjectId]) -> Result<HashMap<ObjectId, BlobBytes>> {
+        self.get_buffers_then(ids, None).map(|(blobs, _)| blobs)
+    }
+
+    /// `get_buffers`, with `then` (a request whose reply carries no fds)
+    /// sent right behind it: one wait for both, and the server handles
+    /// `then` after the mapping (see `lease::confirm`). Returns its reply.
+    pub fn get_buffers_then(
+        &mut self,
+        ids: &[ObjectId],
+        then: Option<(Value, &str)>,
+    ) -> Result<(HashMap<ObjectId, BlobBytes>, Option<ServerReply>)> {
         let req = "get_buffers_request";
         let mut msg = Map::new();
         msg.insert("type".into(), req.into());
@@ -131,14 +146,40 @@ impl Client {
             msg.insert(i.to_string(), id.0.into());
         }
         msg.insert("unsafe".into(), false.into());
-        let reply = self.call(Value::Object(msg), "get_buffers_reply")?;
-        let payloads = self.payloads(&reply, req)?;
-        self.receive_fds(&reply, &payloads, req)?;
-        let mut out = HashMap::with_capacity(payloads.len());
-        for p in &payloads {
-            out.insert(p.object_id, self.blob_of(p, req)?);
+        self.settle()?;
+        let mut frames = protocol::encode_frame(&Value::Object(msg));
+        if let Some((then_msg, _)) = &then {
+            frames.extend_from_slice(&protocol::encode_frame(then_msg));
         }
-        Ok(out)
+        self.conn.send_raw(&frames, req)?;
+        let reply = self.conn.recv(req)?;
+        // Every reply is read before any error is returned, so the
+        // connection stays in step.
+        let reply = protocol::check_reply(reply, "get_buffers_reply", self.conn.ctx(req));
+        let mapped = match reply {
+            Ok(reply) => {
+                let payloads = self.payloads(&reply, req)?;
+                self.receive_fds(&reply, &payloads, req)?;
+                let mut out = HashMap::with_capacity(payloads.len());
+                for p in &payloads {
+                    out.insert(p.object_id, self.blob_of(p, req)?);
+                }
+                Ok(out)
+            }
+            Err(e) => Err(e),
+        };
+        let then_reply = match &then {
+            Some((then_msg, expected)) => {
+                let then_req = then_msg
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("request");
+                let r = self.conn.recv(then_req)?;
+                Some(protocol::check_reply(r, expected, self.conn.ctx(then_req)))
+            }
+            None => None,
+        };
+        Ok((mapped?, then_reply))
     }
 
     /// Drops this connection's reference to a blob.

@@ -4,12 +4,15 @@
 //! from several threads). After `fork` the child never touches the parent's
 //! socket: it notices the pid changed and connects anew.
 //!
-//! Deletes are deferred while this process still holds views of the object's
-//! blobs: vineyardd frees blob memory at once on delete, and would otherwise
-//! reuse it under arrays that Python code is still reading.
+//! Lifetimes follow `crate::lease`: a load keeps this connection's
+//! reference to each blob it mapped while any view of the blob lives, and
+//! `release`s it when the last view goes (then frees the objects retired
+//! meanwhile that nobody maps any more); deletes retire what any process
+//! still maps instead of freeing it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -18,12 +21,18 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use super::convert::{to_json, to_py};
+use super::lifetimes::{
+    client, delete_ids, finish_releases, free_retired, note_retired, release_blobs,
+    release_dropped, Released, State,
+};
 use crate::store::{self, PutOptions, Source};
 use crate::{BlobBytes, Client, Error, ObjectId, Timeouts};
 
-/// A mapped blob kept alive while any Python object refers to it.
-struct Lease {
-    bytes: BlobBytes,
+/// A mapped blob kept alive while any Python object refers to it. When the
+/// last view goes, its connection's reference is released (see `Released`).
+pub(super) struct Lease {
+    pub(super) bytes: BlobBytes,
+    pub(super) released: Arc<Released>,
 }
 
 /// Read-only bytes of one blob in shared memory (zero-copy).
@@ -111,26 +120,13 @@ impl PyBlob {
     }
 }
 
-/// A delete waiting for local views to go away.
-struct Deferred {
-    id: ObjectId,
-    blobs: Vec<ObjectId>,
-    force: bool,
-}
-
-struct State {
-    client: Option<Client>,
-    pid: u32,
-    live: HashMap<ObjectId, Weak<Lease>>,
-    deferred: Vec<Deferred>,
-}
-
 /// A connection to one vineyardd (`vineyard.contrib.kedro._core.Client`).
 #[pyclass(name = "Client", module = "vineyard.contrib.kedro._core", frozen)]
 pub struct PyClient {
     socket: PathBuf,
     timeouts: Timeouts,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    released: Arc<Released>,
 }
 
 impl PyClient {
@@ -143,7 +139,8 @@ impl PyClient {
                 std::mem::forget(old);
             }
             st.live.clear();
-            st.deferred.clear();
+            st.held.clear();
+            st.retired.clear();
             st.pid = std::process::id();
         }
         st
@@ -161,66 +158,19 @@ impl PyClient {
             if st.client.is_none() {
                 st.client = Some(Client::connect_with(&self.socket, self.timeouts)?);
             }
-            flush_deferred(&mut st, false);
+            release_dropped(&mut st, &self.released);
+            finish_releases(&mut st);
             let res = f(&mut st);
             if let Err(e) = &res {
                 if e.is_fatal_to_connection() {
-                    st.client = None;
+                    st.forget_connection();
                 }
             }
+            release_dropped(&mut st, &self.released);
             res
         })
         .map_err(PyErr::from)
     }
-}
-
-fn client(st: &mut State) -> crate::Result<&mut Client> {
-    st.client
-        .as_mut()
-        .ok_or_else(|| Error::Usage("not connected".into()))
-}
-
-/// Sends the deferred deletes whose blobs are no longer viewed (all of them
-/// when `all`).
-fn flush_deferred(st: &mut State, all: bool) {
-    if st.deferred.is_empty() {
-        return;
-    }
-    let pending = std::mem::take(&mut st.deferred);
-    for d in pending {
-        let viewed = !all
-            && d.blobs
-                .iter()
-                .any(|b| st.live.get(b).is_some_and(|w| w.strong_count() > 0));
-        if viewed {
-            st.deferred.push(d);
-        } else if let Some(c) = st.client.as_mut() {
-            let _ = c.del_data(&[d.id], d.force, true);
-        }
-    }
-    st.live.retain(|_, w| w.strong_count() > 0);
-}
-
-/// Deletes `ids` and their migrated copies, deferring those whose blobs this
-/// process still views. Returns how many were deferred.
-fn delete_ids(st: &mut State, ids: &[ObjectId], force: bool) -> crate::Result<usize> {
-    let metas = crate::migrate::with_copies_meta(client(st)?, ids)?;
-    let mut now = Vec::new();
-    let mut deferred = 0;
-    for (id, meta) in metas {
-        let blobs = meta.map(|m| m.blob_ids()).unwrap_or_default();
-        if blobs
-            .iter()
-            .any(|b| st.live.get(b).is_some_and(|w| w.strong_count() > 0))
-        {
-            st.deferred.push(Deferred { id, blobs, force });
-            deferred += 1;
-        } else {
-            now.push(id);
-        }
-    }
-    client(st)?.del_data(&now, force, true)?;
-    Ok(deferred)
 }
 
 /// Drops a client on a thread of its own: unmapping a store whose pages
@@ -295,16 +245,23 @@ impl PyClient {
             read: read_timeout.map(secs).transpose()?,
             write: write_timeout.map(secs).transpose()?,
         };
-        let state = State {
+        let state = Arc::new(Mutex::new(State {
             client: None,
             pid: std::process::id(),
             live: HashMap::new(),
-            deferred: Vec::new(),
-        };
+            held: HashMap::new(),
+            retired: Vec::new(),
+        }));
+        let released = Arc::new(Released {
+            blobs: Mutex::new(Vec::new()),
+            state: Arc::downgrade(&state),
+            finishing: AtomicBool::new(false),
+        });
         Ok(PyClient {
             socket,
             timeouts,
-            state: Mutex::new(state),
+            state,
+            released,
         })
     }
 
@@ -321,8 +278,8 @@ impl PyClient {
 
     /// Stores `tree` (a dict; nested dicts are members, `{"__blob__": i}` is
     /// `buffers[i]`) as one object. Returns `(id, replaced_id_or_None, nbytes)`.
-    /// The object that `name` pointed to before is deleted (deferred while
-    /// viewed here).
+    /// The object that `name` pointed to before is deleted (retired while
+    /// any process maps it).
     #[pyo3(signature = (tree, buffers, name = None, persist = true))]
     fn put(
         &self,
@@ -360,23 +317,70 @@ impl PyClient {
         id: Option<u64>,
         name: Option<String>,
     ) -> PyResult<(u64, Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+        let released = self.released.clone();
         let fetched = self.with(py, move |st| {
-            let id = match (id, &name) {
-                (Some(id), _) => oid(id),
-                (None, Some(n)) => client(st)?.get_name(n, false)?,
-                (None, None) => return Err(Error::Usage("get needs an id or a name".into())),
+            // A name moved by a concurrent save may point at an object that
+            // is retired or freed by the time it is mapped: look again.
+            let mut attempts = 0;
+            let f = loop {
+                attempts += 1;
+                let id = match (id, &name) {
+                    (Some(id), _) => oid(id),
+                    (None, Some(n)) => client(st)?.get_name(n, false)?,
+                    (None, None) => return Err(Error::Usage("get needs an id or a name".into())),
+                };
+                let gone = |st: &State| Error::NotFound {
+                    socket: st
+                        .client
+                        .as_ref()
+                        .map(|c| c.socket().to_path_buf())
+                        .unwrap_or_default(),
+                    what: format!("object {id} (deleted while it was being loaded)"),
+                };
+                let (f, usable) = match store::get_confirmed(client(st)?, id) {
+                    Err(e)
+                        if (e.is_not_found() || matches!(e, Error::Layout { .. }))
+                            && name.is_some()
+                            && attempts < 3 =>
+                    {
+                        continue
+                    }
+                    other => other?,
+                };
+                // The lease is taken (the mapping), and no deleter retired
+                // the object before it could see the lease: use it.
+                if usable {
+                    break f;
+                }
+                let mapped: Vec<ObjectId> = f
+                    .blobs
+                    .keys()
+                    .filter(|b| !st.held.contains_key(b))
+                    .copied()
+                    .collect();
+                let loaded = f.id;
+                drop(f);
+                release_blobs(st, &mapped, &[loaded]);
+                if name.is_none() || attempts >= 3 {
+                    return Err(gone(st));
+                }
             };
-            let f = store::get(client(st)?, id)?;
             let mut leases = HashMap::with_capacity(f.blobs.len());
             for (bid, bytes) in f.blobs {
                 let lease = match st.live.get(&bid).and_then(Weak::upgrade) {
                     Some(l) if l.bytes.len() == bytes.len() => l,
                     _ => {
-                        let l = Arc::new(Lease { bytes });
+                        let l = Arc::new(Lease {
+                            bytes,
+                            released: released.clone(),
+                        });
                         st.live.insert(bid, Arc::downgrade(&l));
                         l
                     }
                 };
+                if bid != ObjectId::EMPTY_BLOB {
+                    st.held.entry(bid).or_insert(f.id);
+                }
                 leases.insert(bid, lease);
             }
             Ok((f.id, f.meta, leases))
@@ -457,9 +461,9 @@ impl PyClient {
         self.with(py, move |st| client(st)?.persist(oid(id)))
     }
 
-    /// Deletes objects (deep). Deletes of objects whose blobs are still viewed
-    /// in this process are deferred until the views are gone; returns how many
-    /// were deferred.
+    /// Deletes objects (deep). Objects that some process (this one
+    /// included) still maps are retired instead: freed once the last of
+    /// them lets go. Returns how many were retired.
     #[pyo3(signature = (ids, force = false))]
     fn delete(&self, py: Python<'_>, ids: Vec<u64>, force: bool) -> PyResult<usize> {
         let ids: Vec<ObjectId> = ids.into_iter().map(oid).collect();
@@ -467,31 +471,40 @@ impl PyClient {
     }
 
     /// Drops every name under `prefix` and deletes the objects (and, in a
-    /// cluster, their migrated copies). Returns the number of objects.
-    fn delete_namespace(&self, py: Python<'_>, prefix: String) -> PyResult<usize> {
+    /// cluster, their migrated copies and leftovers of earlier copies),
+    /// retiring those still mapped. Returns their ids, sorted.
+    fn delete_namespace(&self, py: Python<'_>, prefix: String) -> PyResult<Vec<u64>> {
         self.with(py, move |st| {
-            let (names, ids) = crate::migrate::namespace_objects(client(st)?, &prefix)?;
-            for n in &names {
-                client(st)?.drop_name(n)?;
-            }
-            delete_ids(st, &ids, false)?;
-            Ok(ids.len())
+            let done = crate::lease::delete_namespace(client(st)?, &prefix)?;
+            note_retired(st, &done.outcome);
+            Ok(done.ids().into_iter().map(ObjectId::value).collect())
         })
     }
 
-    /// Sends deferred deletes now; `all=True` ignores live views (at exit).
+    /// Frees the objects this client retired that nobody maps any more;
+    /// returns how many are still retired. `all=True` (at exit) first lets
+    /// go of every blob this process still views.
     #[pyo3(signature = (all = false))]
     fn flush(&self, py: Python<'_>, all: bool) -> PyResult<usize> {
         self.with(py, move |st| {
-            flush_deferred(st, all);
-            Ok(st.deferred.len())
+            if all {
+                let held: Vec<(ObjectId, ObjectId)> = st.held.drain().collect();
+                let blobs: Vec<ObjectId> = held.iter().map(|(b, _)| *b).collect();
+                let mut owners: Vec<ObjectId> = held.iter().map(|(_, o)| *o).collect();
+                owners.sort_unstable();
+                owners.dedup();
+                release_blobs(st, &blobs, &owners);
+            }
+            finish_releases(st);
+            free_retired(st)?;
+            Ok(st.retired.len())
         })
     }
 
-    /// Number of deletes still waiting for views to go away.
+    /// Number of objects this client retired that are not freed yet.
     #[getter]
     fn deferred(&self) -> usize {
-        self.lock().deferred.len()
+        self.lock().retired.len()
     }
 
     /// `instance_status` as a dict (memory_usage, memory_limit, ...).
@@ -526,23 +539,28 @@ impl PyClient {
         self.connect(py)
     }
 
-    /// Closes the connection (the next call reconnects). Deletes still
-    /// waiting for views keep it open, unless `abandon`: then they are
-    /// dropped (for a server about to be stopped; views stay readable, since
-    /// the mappings they hold keep the memory).
+    /// Closes the connection (the next call reconnects). While this process
+    /// still views blobs it loaded, the connection stays open: its
+    /// references are what keeps other processes from freeing them. With
+    /// `abandon` it closes anyway (for a server about to be stopped; views
+    /// stay readable, since the mappings they hold keep the memory).
     #[pyo3(signature = (abandon = false))]
     fn close(&self, py: Python<'_>, abandon: bool) {
         py.detach(|| {
             let mut st = self.lock();
-            flush_deferred(&mut st, false);
+            release_dropped(&mut st, &self.released);
             if abandon {
-                st.deferred.clear();
-            }
-            if st.deferred.is_empty() {
-                match st.client.take() {
-                    Some(c) if abandon => drop_in_background(c),
-                    other => drop(other),
+                st.retired.clear();
+                st.held.clear();
+                if let Some(c) = st.client.take() {
+                    drop_in_background(c);
                 }
+                return;
+            }
+            finish_releases(&mut st);
+            if st.held.is_empty() {
+                let _ = free_retired(&mut st);
+                st.forget_connection();
             }
         })
     }

@@ -8,6 +8,7 @@ mod client;
 mod convert;
 mod deploy;
 mod errors;
+mod lifetimes;
 mod server;
 
 use pyo3::prelude::*;

@@ -44,6 +44,8 @@ def test_bench_smoke_runs_every_contender(tmp_path):
             assert "error" not in res, (rec["label"], key, res.get("error"))
             assert res["equal"] is True, (rec["label"], key, res.get("why"))
     assert MICRO <= seen
+    sizes = data["scaling"]["store_size"]
+    assert [r["others"] for r in sizes] == [0, 300] and all(r["equal"] for r in sizes), sizes
 
     contenders = data["pipelines"]["contenders"]
     expected = SEQUENTIAL | PARALLEL

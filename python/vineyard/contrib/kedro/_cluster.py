@@ -5,14 +5,14 @@ gets its own persisted copy, with a new id, the *same signature* and the
 original's ``__name`` entry, but no name pointing to it. Deleting the
 original (or dropping the name) leaves that copy behind, so a namespace
 cleanup that only follows names leaks memory on every instance that loaded
-something. These helpers find copies by signature (and orphans by their
-``__name``) through ``list_data``, which shows every persisted object of the
-cluster, and delete each object through the instance that holds it (or
-through the first client when no socket of that instance was given:
-deleting a persisted object anywhere removes it cluster-wide).
-
-The Rust core has the same logic in ``vineyard_kedro::migrate``
-(``find_copies``, ``delete_with_copies``, ``delete_namespace``).
+something. ``delete_everywhere`` finds copies by signature through
+``list_data``, which shows every persisted object of the cluster, and deletes
+each object through the instance that holds it (or through the first client
+when no socket of that instance was given: deleting a persisted object
+anywhere removes it cluster-wide); each instance retires, instead of
+freeing, what a process still maps there. ``delete_namespace_everywhere`` is
+the core's one namespace deletion (``vineyard_kedro::lease::delete_namespace``,
+also behind ``vineyard-kedro gc --namespace`` and the runners' cleanup).
 """
 
 from __future__ import annotations
@@ -39,11 +39,6 @@ def _pattern(typename: Any) -> str:
     if isinstance(typename, str) and typename and not (_GLOB & set(typename)):
         return typename
     return "*"
-
-
-def _unescape(name: str) -> str:
-    # vineyardd keeps `__name` as a JSON-pointer token: "/" is "~1", "~" is "~0".
-    return name.replace("~1", "/").replace("~0", "~")
 
 
 def find_copies(sockets_or_clients: Iterable[Any], object_ids: Iterable[int]) -> dict[int, int | None]:
@@ -92,22 +87,12 @@ def delete_everywhere(sockets_or_clients: Sequence[Any], object_ids: Iterable[in
     return sorted(found)
 
 
-def delete_namespace_everywhere(sockets_or_clients: Sequence[Any], prefix: str, force: bool = False) -> list[int]:
+def delete_namespace_everywhere(sockets_or_clients: Sequence[Any], prefix: str) -> list[int]:
     """Drops every name starting with ``prefix`` and deletes, cluster-wide,
     the objects they point to, their copies, and objects left over from
     earlier copies of that namespace (their ``__name`` starts with
-    ``prefix``); returns the ids deleted."""
-    clients = _clients(sockets_or_clients)
-    first = clients[0]
-    names = [(n, oid) for n, oid in first.list_names() if n.startswith(prefix)]
-    ids = {oid for _, oid in names}
-    for oid, m in first.list_data().items():
-        name = m.get("__name")
-        if isinstance(name, str) and _unescape(name).startswith(prefix):
-            ids.add(oid)
-    for n, _ in names:
-        first.drop_name(n)
-    return delete_everywhere(clients, sorted(ids), force=force)
+    ``prefix``); returns the ids deleted or retired (sorted)."""
+    return _clients(sockets_or_clients)[0].delete_namespace(prefix)
 
 
 __all__ = ["delete_everywhere", "delete_namespace_everywhere", "find_copies"]

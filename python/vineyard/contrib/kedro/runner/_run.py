@@ -117,8 +117,9 @@ class VineyardRun:
         if self.socket is None or not self.owns_namespace or self.keep:
             return 0
         # Names, objects, and in a cluster the copies migrated to other
-        # instances; deletes of objects still viewed here wait for the views.
-        return _connection.client_for(self.socket).delete_namespace(f"{self.namespace}/")
+        # instances; objects some process still views are retired, and freed
+        # when the last of them lets go.
+        return len(_connection.client_for(self.socket).delete_namespace(f"{self.namespace}/"))
 
     def _finish(self) -> None:
         try:
