@@ -101,6 +101,15 @@ pub enum Error {
     /// A render input that is inconsistent or incomplete.
     #[error("{0}")]
     Invalid(String),
+    /// A loaded blob could not be mapped copy-on-write.
+    #[error("cannot map blob {id} copy-on-write: {source}{hint}")]
+    Map {
+        id: ObjectId,
+        #[source]
+        source: std::io::Error,
+        /// What to check, when the error has a usual cause.
+        hint: &'static str,
+    },
 }
 
 impl Error {

@@ -90,6 +90,7 @@ impl From<Error> for PyErr {
             }
             Error::Launch(_) => LaunchError::new_err(msg),
             Error::Migration { .. } => MigrationError::new_err(msg),
+            Error::Map { .. } => VineyardError::new_err(msg),
         }
     }
 }

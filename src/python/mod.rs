@@ -21,7 +21,7 @@ fn run_cli(py: Python<'_>, argv: Vec<String>) -> i32 {
 #[pymodule]
 mod _core {
     #[pymodule_export]
-    use super::client::{PyBlob, PyClient};
+    use super::client::{PyBlob, PyClient, SharedView};
     #[pymodule_export]
     use super::deploy::{
         argo_file_name, check_workflow, docker_build_command, lint_dockerfile, render_argo,
