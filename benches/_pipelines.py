@@ -19,8 +19,14 @@ long-lived vineyardd, whose memory earlier runs already touched) and, on
 Kedro 0.18.14 in its own venv, ``official`` (the official plugin's
 SequentialRunner against a vineyardd started here). Two-branch pipeline
 (``make -> raw``, then two ``transform -> summarize`` branches): Kedro's
-ParallelRunner (``kedro_parallel``) against ours (``ours_parallel``). The
-child imports only numpy and pandas at the top (it runs in Kedro 0.18's venv).
+ParallelRunner (``kedro_parallel``) against ours (``ours_parallel``).
+In-place-edit pipeline (``make -> raw``, ``edit_in_place(raw)`` edits one
+column of 16 and the first rows of another in place and sums the frame, then
+``summarize_raw(raw)`` sums the original): Kedro's SequentialRunner with the
+default MemoryDataset, which copies ``raw`` for each node (``kedro_inplace``),
+against ours (``ours_inplace``), whose loads are copy-on-write mappings that
+copy only the pages the edit writes. The child imports only numpy and pandas
+at the top (it runs in Kedro 0.18's venv).
 """
 
 from __future__ import annotations
@@ -79,10 +85,22 @@ def summarize_b(b: pd.DataFrame) -> list[float]:
     return _summarize(b, "sums_b")
 
 
+def edit_in_place(raw: pd.DataFrame) -> list[float]:
+    raw["c0"] *= 2.0
+    raw.iloc[:1000, 1] = 0.0
+    return _summarize(raw, "sums_edited")
+
+
+def summarize_raw(raw: pd.DataFrame, edited: list[float]) -> list[float]:
+    """Runs after the edit (it takes its result): must see `raw` unedited."""
+    return _summarize(raw, "sums_raw")
+
+
 # -- the child ------------------------------------------------------------------------------
 
 SEQUENTIAL = ["memory", "assign", "pickle", "parquet", "ours", "ours_warm", "official"]
 PARALLEL = ["kedro_parallel", "ours_parallel"]
+INPLACE = ["kedro_inplace", "ours_inplace"]
 LABELS = {
     "memory": "MemoryDataset (default copy)",
     "assign": "MemoryDataset copy_mode=assign",
@@ -93,12 +111,22 @@ LABELS = {
     "official": "official plugin, Kedro 0.18.14",
     "kedro_parallel": "Kedro ParallelRunner",
     "ours_parallel": "ours: ParallelRunner",
+    "kedro_inplace": "in-place edit: MemoryDataset (default copy)",
+    "ours_inplace": "in-place edit: ours (copy-on-write)",
 }
+#: The contender each one is compared with ("run / ours").
+OURS = {**{c: "ours" for c in SEQUENTIAL}, **{c: "ours_parallel" for c in PARALLEL}, **{c: "ours_inplace" for c in INPLACE}}
 
 
-def _pipeline(parallel: bool) -> Any:
+def _pipeline(parallel: bool, inplace: bool = False) -> Any:
     from kedro.pipeline import node, pipeline
 
+    if inplace:
+        return pipeline([
+            node(make_frame, None, "raw", name="make"),
+            node(edit_in_place, "raw", "sums_edited", name="edit_in_place"),
+            node(summarize_raw, ["raw", "sums_edited"], "sums_raw", name="summarize_raw"),
+        ])  # fmt: skip
     if not parallel:
         return pipeline([
             node(make_frame, None, "raw", name="make"),
@@ -162,7 +190,7 @@ def child(spec: dict) -> dict:
     from kedro.io import DataCatalog
 
     contender, tmp = spec["contender"], spec["tmp"]
-    parallel = contender in PARALLEL
+    parallel, inplace = contender in PARALLEL, contender in INPLACE
     catalog: Any = DataCatalog()
     timed: dict[str, float] = {}
     if contender == "assign":
@@ -181,7 +209,7 @@ def child(spec: dict) -> dict:
         from kedro.io import SharedMemoryDataCatalog
 
         catalog = SharedMemoryDataCatalog()
-    if contender in ("ours", "ours_warm", "ours_parallel"):
+    if contender in ("ours", "ours_warm", "ours_parallel", "ours_inplace"):
         from vineyard.contrib.kedro import _connection
         from vineyard.contrib.kedro.runner import ParallelRunner, SequentialRunner
 
@@ -211,7 +239,7 @@ def child(spec: dict) -> dict:
         runner = SequentialRunner()
     hooks, acc = _timing_hooks()
     t = time.perf_counter()
-    runner.run(_pipeline(parallel), catalog, hooks)
+    runner.run(_pipeline(parallel, inplace), catalog, hooks)
     total = time.perf_counter() - t
     out = {"total": total, "save": acc["save"], "load": acc["load"], "nodes": acc["nodes"], "maxrss": _hwm()}
     if timed:
@@ -313,6 +341,15 @@ def _same(a: dict, b: dict) -> bool:
     )
 
 
+def _unedited(sums: dict) -> bool:
+    """The in-place pipeline's later node saw `raw` as made: its first column
+    sums to half the edited one (the edit doubled it)."""
+    if "sums_raw" not in sums:
+        return True
+    raw, edited = sums["sums_raw"], sums.get("sums_edited") or [0.0, 0.0]
+    return abs(2 * raw[0] - edited[0]) <= 1e-9 * max(abs(edited[0]), 1.0) and raw[1] != edited[1]
+
+
 def _run_contender(c: str, nbytes: int, ctx: dict, warm: Any, python018: str | None) -> dict:
     from benches import MiB
 
@@ -332,15 +369,16 @@ def _run_contender(c: str, nbytes: int, ctx: dict, warm: Any, python018: str | N
             server.kill()
 
 
-def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequential", "parallel")) -> dict:
+def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequential", "parallel", "inplace")) -> dict:
     """Every pipeline contender of `groups` `reps` times, alternated; statistics per contender."""
     from benches import MiB, kedro018_python, log, stats
 
     python018 = kedro018_python()
     seq = [c for c in SEQUENTIAL if c != "official" or python018] if "sequential" in groups else []
     par = PARALLEL if "parallel" in groups else []
+    inp = INPLACE if "inplace" in groups else []
     skipped = {} if python018 or not seq else {"official": "no Kedro 0.18.14 venv (set VINEYARD_KEDRO018_PYTHON)"}
-    runs: dict[str, list[dict]] = {c: [] for c in seq + par}
+    runs: dict[str, list[dict]] = {c: [] for c in seq + par + inp}
     t0 = time.perf_counter()
     warm = None
     if "ours_warm" in seq:  # one vineyardd for all its runs, warmed by a run that is not counted
@@ -350,7 +388,7 @@ def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequentia
     try:
         if warm:
             run_one("ours_warm", nbytes, sys.executable, ctx["disk"], {"VINEYARD_IPC_SOCKET": warm.socket}, [warm.pid])
-        for group in filter(None, (seq, par)):
+        for group in filter(None, (seq, par, inp)):
             for rep in range(reps):
                 for c in group[rep % len(group) :] + group[: rep % len(group)]:
                     runs[c].append(_run_contender(c, nbytes, ctx, warm, python018))
@@ -362,12 +400,14 @@ def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequentia
             warm.kill()
     ref = next((r["sums"] for c in ("assign", "memory", *runs) for r in runs.get(c, []) if "error" not in r and r["sums"]), {})
     ref_par = next((r["sums"] for c in PARALLEL for r in runs.get(c, []) if "error" not in r and r["sums"]), {})
+    ref_inp = next((r["sums"] for c in INPLACE for r in runs.get(c, []) if "error" not in r and r["sums"]), {})
     out: dict[str, Any] = {"bytes": nbytes, "reps": reps, "contenders": {}, "skipped": skipped}
     for c, rs in runs.items():
         ok = [r for r in rs if "error" not in r]
         res: dict[str, Any] = {
             "label": LABELS[c],
             "parallel": c in PARALLEL,
+            "ours": OURS[c],
             "bytes": nbytes,
             "ran": len(ok),
             "failed": len(rs) - len(ok),
@@ -377,7 +417,8 @@ def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequentia
             if any(v is not None for v in vals):
                 res[key] = stats(vals)
         res["nodes"] = [r.get("nodes") for r in ok]
-        res["equal"] = bool(ok) and all(_same(r["sums"], ref_par if c in PARALLEL else ref) for r in ok)
+        want = ref_par if c in PARALLEL else ref_inp if c in INPLACE else ref
+        res["equal"] = bool(ok) and all(_same(r["sums"], want) and _unedited(r["sums"]) for r in ok)
         if len(ok) < len(rs):
             res["error"] = next(r["error"] for r in rs if "error" in r)[-1500:]
         out["contenders"][c] = res

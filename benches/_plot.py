@@ -128,13 +128,16 @@ def pipeline_table(p: dict, md: bool = False) -> str:
     ]
     rows = []
     for key, res in cs.items():
-        ours = cs.get("ours_parallel" if res["parallel"] else "ours", {})
+        ours = cs.get(res.get("ours") or ("ours_parallel" if res["parallel"] else "ours"), {})
         tot = res.get("total", {}).get("median")
         o_tot = ours.get("total", {}).get("median")
         mem = "peak_pss" if res["parallel"] else "maxrss"  # a parallel run's memory is in its workers
         rss = res.get("maxrss", {}).get("median")
         m, o_m = res.get(mem, {}).get("median"), ours.get(mem, {}).get("median")
-        kind = f"{'two-branch, ParallelRunner' if res['parallel'] else '3 nodes, sequential'}, {fmt_size(res['bytes'])}"
+        shape = "two-branch, ParallelRunner" if res["parallel"] else "3 nodes, sequential"
+        if res.get("ours") == "ours_inplace":
+            shape = "3 nodes, in-place edit"
+        kind = f"{shape}, {fmt_size(res['bytes'])}"
         rows.append([
             kind, res["label"], _span(res.get("total")) if tot else "failed", _span(res.get("save")), _span(res.get("load")),
             _overhead(res),

@@ -92,6 +92,15 @@ pub enum Error {
     /// A request that cannot be made in this state.
     #[error("{0}")]
     Usage(String),
+    /// A loaded blob could not be mapped copy-on-write.
+    #[error("cannot map blob {id} copy-on-write: {source}{hint}")]
+    Map {
+        id: ObjectId,
+        #[source]
+        source: std::io::Error,
+        /// What to check, when the error has a usual cause.
+        hint: &'static str,
+    },
 }
 
 impl Error {

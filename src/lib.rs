@@ -29,4 +29,4 @@ pub use connection::Timeouts;
 pub use error::{Error, Result};
 pub use object::{ObjectId, ObjectMeta};
 pub use server::{Meta, Server, ServerOptions};
-pub use shm::BlobBytes;
+pub use shm::{BlobBytes, PrivateBytes};

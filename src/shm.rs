@@ -4,13 +4,16 @@
 //!
 //! A [`Region`] owns one mapping (and its fd). A [`BlobBytes`] is a range in a
 //! region holding an `Arc<Region>`, so a zero-copy view handed to Python or
-//! Arrow can outlive the connection that produced it.
+//! Arrow can outlive the connection that produced it. A [`PrivateBytes`] is
+//! the same range mapped again, privately: writes to it copy the pages they
+//! touch and never reach the memory file.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
+use nix::errno::Errno;
 
 use crate::object::ObjectId;
 
@@ -95,6 +98,42 @@ impl Region {
                 self.populated[c / 64].fetch_or(1 << (c % 64), Ordering::Relaxed);
             }
         }
+    }
+
+    /// Maps `len` bytes at `offset` of this memory file again, privately
+    /// and writable: reads see the file, and a write copies the page it
+    /// touches into this process's memory, out of sight of the file and of
+    /// every other mapping (copy-on-write is per mapping).
+    ///
+    /// The mapping covers the whole pages around the range; nothing is
+    /// faulted in until it is read or written. It is `MAP_NORESERVE`: pages
+    /// that are only read never count against the commit limit.
+    pub fn map_private(&self, offset: usize, len: usize) -> std::io::Result<MmapRaw> {
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| std::io::Error::other("range overflows"))?;
+        // Pages past the end of the file would turn reads into SIGBUS.
+        let size = nix::sys::stat::fstat(&self._fd)
+            .map_err(std::io::Error::from)?
+            .st_size;
+        if len == 0 || (size as u64) < end as u64 {
+            return Err(std::io::Error::other(format!(
+                "{len} bytes at offset {offset} do not lie in the memory file of {size} bytes"
+            )));
+        }
+        // SAFETY: the range lies inside the file (checked above, and
+        // vineyardd never shrinks its memory files). The mapping is private,
+        // so nothing we write through it reaches the file; writes by others
+        // to pages we have not copied show through, which is why callers
+        // only map sealed blobs, whose bytes nobody changes while they exist.
+        let map = unsafe {
+            MmapOptions::new()
+                .offset(offset as u64)
+                .len(len)
+                .no_reserve_swap()
+                .map_copy(&self._fd)
+        }?;
+        Ok(MmapRaw::from(map))
     }
 
     fn is_populated(&self, chunk: usize) -> bool {
@@ -223,6 +262,59 @@ impl BlobBytes {
     pub fn region(&self) -> Option<&Arc<Region>> {
         self.region.as_ref()
     }
+
+    /// The same bytes in a mapping of their own, copy-on-write: see
+    /// [`Region::map_private`]. Each call maps anew, so two calls never see
+    /// each other's writes.
+    pub fn map_private(&self) -> Result<PrivateBytes, crate::Error> {
+        let Some(region) = &self.region else {
+            return Ok(PrivateBytes { map: None });
+        };
+        let map = region
+            .map_private(self.offset, self.len)
+            .map_err(|source| crate::Error::Map {
+                id: self.id,
+                hint: if source.raw_os_error() == Some(Errno::ENOMEM as i32) {
+                    " (each loaded array holds one mapping while it lives: the process may have \
+                     reached vm.max_map_count, see `sysctl vm.max_map_count`)"
+                } else {
+                    ""
+                },
+                source,
+            })?;
+        Ok(PrivateBytes { map: Some(map) })
+    }
+}
+
+/// A blob's bytes mapped privately and writable (copy-on-write): the pages a
+/// write touches are copied into this process's memory; the memory file,
+/// other mappings and other processes keep the original. The mapping does
+/// not keep the blob allocated: whoever holds one must also keep the
+/// blob's [`BlobBytes`] (or a lease on it) alive, so that vineyardd does not
+/// reuse the pages not yet copied.
+#[derive(Debug)]
+pub struct PrivateBytes {
+    map: Option<MmapRaw>,
+}
+
+impl PrivateBytes {
+    /// Start address, writable (dangling but aligned for empty blobs).
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        match &self.map {
+            Some(m) => m.as_mut_ptr(),
+            None => std::ptr::NonNull::<u64>::dangling().as_ptr() as *mut u8,
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.map.as_ref().map_or(0, MmapRaw::len)
+    }
+
+    /// True for zero-length blobs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Receives one fd sent with SCM_RIGHTS (1 data byte + 1 control message).
@@ -319,5 +411,72 @@ mod tests {
         r.prefault(7 * POPULATED_CHUNK, 2 * POPULATED_CHUNK);
         r.prefault(usize::MAX, 2);
         assert!(!r.is_populated(7));
+    }
+
+    #[test]
+    fn private_map_writes_stay_private() {
+        let page = page_size();
+        let r = Arc::new(region(4 * page as u64));
+        // SAFETY: the mapping is 4 pages long and only this test uses it.
+        unsafe { std::ptr::write_bytes(r.base(), 7, 4 * page) };
+        // A blob straddling pages 1 and 2, not page aligned at either end.
+        let (offset, len) = (page + 100, page);
+        let blob =
+            BlobBytes::new(ObjectId(1), r.clone(), offset as u64, len as u64).expect("in range");
+        let first = blob.map_private().expect("private map");
+        let second = blob.map_private().expect("private map");
+        assert_eq!(first.len(), len);
+        assert_ne!(first.as_mut_ptr(), second.as_mut_ptr());
+        // SAFETY: `len` bytes at each pointer are mapped writable and only
+        // this test uses them.
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(first.as_mut_ptr(), len),
+                std::slice::from_raw_parts_mut(second.as_mut_ptr(), len),
+            )
+        };
+        assert!(
+            a.iter().chain(b.iter()).all(|x| *x == 7),
+            "reads see the file"
+        );
+        a[0] = 1;
+        a[len - 1] = 2;
+        assert_eq!(
+            blob.as_slice()[0],
+            7,
+            "the shared mapping keeps the original"
+        );
+        assert_eq!(blob.as_slice()[len - 1], 7);
+        assert_eq!(
+            (b[0], b[len - 1]),
+            (7, 7),
+            "another private map keeps the original"
+        );
+        assert_eq!((a[0], a[len - 1]), (1, 2));
+        // The bytes around the blob in the shared mapping are untouched too.
+        // SAFETY: inside the 4-page mapping.
+        assert_eq!(unsafe { *r.base().add(offset - 1) }, 7);
+        drop(first);
+        assert_eq!(b[0], 7);
+    }
+
+    #[test]
+    fn private_map_checks_the_file_size() {
+        let page = page_size();
+        let r = region(2 * page as u64);
+        assert!(r.map_private(page, page).is_ok());
+        let err = r
+            .map_private(page, page + 1)
+            .expect_err("one byte past the end");
+        assert!(
+            err.to_string().contains("do not lie in the memory file"),
+            "{err}"
+        );
+        assert!(r.map_private(usize::MAX, 2).is_err());
+        assert!(r.map_private(0, 0).is_err());
+        let empty = BlobBytes::empty(ObjectId(2))
+            .map_private()
+            .expect("no mapping needed");
+        assert!(empty.is_empty());
     }
 }

@@ -10,10 +10,14 @@
 //! meanwhile that nobody maps any more); deletes retire what any process
 //! still maps instead of freeing it.
 
+//! Every `Blob` holds the blob's lease, and its private (copy-on-write)
+//! mapping lives no longer than the `Blob`, so both mappings of a loaded
+//! blob keep it leased.
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -26,7 +30,7 @@ use super::lifetimes::{
     release_dropped, Released, State,
 };
 use crate::store::{self, PutOptions, Source};
-use crate::{BlobBytes, Client, Error, ObjectId, Timeouts};
+use crate::{BlobBytes, Client, Error, ObjectId, PrivateBytes, Timeouts};
 
 /// A mapped blob kept alive while any Python object refers to it. When the
 /// last view goes, its connection's reference is released (see `Released`).
@@ -35,13 +39,41 @@ pub(super) struct Lease {
     pub(super) released: Arc<Released>,
 }
 
-/// Read-only bytes of one blob in shared memory (zero-copy).
+/// The bytes of one blob in shared memory, as loaded once (zero-copy).
 ///
-/// Exposes `__array_interface__`, so `numpy.asarray(blob)` is a read-only view
-/// whose base keeps the mapping alive.
+/// Exposes `__array_interface__`, so `numpy.asarray(blob)` is a writable view
+/// of a private, copy-on-write mapping of the blob, made on first use and
+/// shared by every array of this load (one load is one value, like one
+/// copy of it): a write copies only the pages it touches, and the store,
+/// other loads and other processes keep the original. `address` is the
+/// blob in the shared mapping, for Arrow, which never writes. The array's
+/// base keeps this object, hence the lease and both mappings, alive.
 #[pyclass(name = "Blob", module = "vineyard.contrib.kedro._core", frozen)]
 pub struct PyBlob {
     lease: Arc<Lease>,
+    /// Mapped on first use; dropped with this object, after every array
+    /// over it (they hold it as their base).
+    private: OnceLock<PrivateBytes>,
+}
+
+impl PyBlob {
+    fn new(lease: Arc<Lease>) -> PyBlob {
+        PyBlob {
+            lease,
+            private: OnceLock::new(),
+        }
+    }
+
+    /// This load's private mapping of the blob, made on first use.
+    fn private(&self) -> crate::Result<&PrivateBytes> {
+        if let Some(p) = self.private.get() {
+            return Ok(p);
+        }
+        let mapped = self.lease.bytes.map_private()?;
+        // Another thread may have won the race: its mapping is the one every
+        // array uses, and ours is unmapped here.
+        Ok(self.private.get_or_init(|| mapped))
+    }
 }
 
 #[pymethods]
@@ -58,7 +90,8 @@ impl PyBlob {
         self.lease.bytes.len()
     }
 
-    /// Address of the first byte in this process.
+    /// Address of the first byte in the shared mapping (read-only: the
+    /// sealed blob as stored).
     #[getter]
     fn address(&self) -> usize {
         self.lease.bytes.as_ptr() as usize
@@ -68,15 +101,25 @@ impl PyBlob {
         self.lease.bytes.len()
     }
 
-    /// numpy's array interface: a read-only 1-D uint8 view.
+    /// numpy's array interface: a writable 1-D uint8 view of this load's
+    /// private (copy-on-write) mapping.
     #[getter]
     fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let private = self.private()?;
         let d = PyDict::new(py);
         d.set_item("version", 3)?;
-        d.set_item("shape", (self.lease.bytes.len(),))?;
+        d.set_item("shape", (private.len(),))?;
         d.set_item("typestr", "|u1")?;
-        d.set_item("data", (self.lease.bytes.as_ptr() as usize, true))?;
+        d.set_item("data", (private.as_mut_ptr() as usize, false))?;
         Ok(d)
+    }
+
+    /// A read-only view of the blob as stored, for bytes that are only read
+    /// and copied (strings, pickle streams): no private mapping to make.
+    fn shared_view(&self) -> SharedView {
+        SharedView {
+            lease: self.lease.clone(),
+        }
     }
 
     /// A copy of the bytes.
@@ -117,6 +160,27 @@ impl PyBlob {
             self.lease.bytes.id(),
             self.lease.bytes.len()
         )
+    }
+}
+
+/// A blob in the shared mapping, read-only: `numpy.asarray(view)` is a
+/// read-only uint8 array whose base keeps the lease alive.
+#[pyclass(name = "SharedView", module = "vineyard.contrib.kedro._core", frozen)]
+pub struct SharedView {
+    lease: Arc<Lease>,
+}
+
+#[pymethods]
+impl SharedView {
+    /// numpy's array interface: a read-only 1-D uint8 view.
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("version", 3)?;
+        d.set_item("shape", (self.lease.bytes.len(),))?;
+        d.set_item("typestr", "|u1")?;
+        d.set_item("data", (self.lease.bytes.as_ptr() as usize, true))?;
+        Ok(d)
     }
 }
 
@@ -388,7 +452,7 @@ impl PyClient {
         let (id, meta, leases) = fetched;
         let blobs = PyDict::new(py);
         for (bid, lease) in leases {
-            blobs.set_item(bid.value(), Bound::new(py, PyBlob { lease })?)?;
+            blobs.set_item(bid.value(), Bound::new(py, PyBlob::new(lease))?)?;
         }
         Ok((id.value(), to_py(py, &meta.into_value())?, blobs))
     }

@@ -87,6 +87,7 @@ impl From<Error> for PyErr {
             Error::Unsupported(_) | Error::Usage(_) => UnsupportedValueError::new_err(msg),
             Error::Launch(_) => LaunchError::new_err(msg),
             Error::Migration { .. } => MigrationError::new_err(msg),
+            Error::Map { .. } => VineyardError::new_err(msg),
         }
     }
 }

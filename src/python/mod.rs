@@ -29,7 +29,7 @@ fn cli_commands() -> Vec<(String, String)> {
 #[pymodule]
 mod _core {
     #[pymodule_export]
-    use super::client::{PyBlob, PyClient};
+    use super::client::{PyBlob, PyClient, SharedView};
     #[pymodule_export]
     use super::deploy::{
         argo_file_name, check_workflow, docker_build_command, lint_dockerfile, render_argo,

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MICRO = {"ours", "ours_fresh", "floor", "floor_warm", "pickle", "parquet", "arrow", "official", "official_fresh"}
 SEQUENTIAL = {"memory", "assign", "pickle", "parquet", "ours", "ours_warm", "official"}
 PARALLEL = {"kedro_parallel", "ours_parallel"}
+INPLACE = {"kedro_inplace", "ours_inplace"}
 
 
 def test_bench_smoke_runs_every_contender(tmp_path):
@@ -48,7 +49,7 @@ def test_bench_smoke_runs_every_contender(tmp_path):
     assert [r["others"] for r in sizes] == [0, 300] and all(r["equal"] for r in sizes), sizes
 
     contenders = data["pipelines"]["contenders"]
-    expected = SEQUENTIAL | PARALLEL
+    expected = SEQUENTIAL | PARALLEL | INPLACE
     if "official" in data["pipelines"]["skipped"]:
         # Only where no Kedro 0.18.14 venv is given (CI gives one).
         assert not os.environ.get("VINEYARD_KEDRO018_PYTHON"), data["pipelines"]["skipped"]

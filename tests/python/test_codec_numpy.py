@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from codec_fixtures import CODEC_SETTINGS, address_of, assert_zero_copy, load, roundtrip
-from vineyard.contrib.kedro.codec import put_value, typename_of
+from vineyard.contrib.kedro.codec import decode_meta, put_value, typename_of
 
 UNITS = ["Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns"]
 RAW_DTYPES = (
@@ -47,7 +47,7 @@ def test_roundtrip_any_raw_dtype_shape_and_order(client, a, order):
     loaded = load(client, a)
     assert_same(loaded.value, a)
     assert loaded.info.typename.startswith("vineyard::Tensor<")
-    assert not loaded.value.flags.writeable
+    assert loaded.value.flags.writeable
     if a.nbytes and not (a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous):
         assert_zero_copy(loaded, loaded.value)
 
@@ -146,14 +146,20 @@ def test_object_arrays_use_the_official_object_tensor(client):
     assert out.shape == (2, 2) and out.tolist() == b.tolist()
 
 
-def test_large_array_is_zero_copy_and_read_only(client):
+def test_large_array_is_zero_copy_and_copy_on_write(client):
     a = np.random.default_rng(0).random((1 << 20, 4))
-    loaded = load(client, a)
+    loaded = load(client, a, delete=False)
     assert_zero_copy(loaded, loaded.value)
-    with pytest.raises(ValueError):
-        loaded.value[0, 0] = 1.0
     assert loaded.info.nbytes == a.nbytes
     np.testing.assert_array_equal(loaded.value, a)
+    loaded.value[0, 0] = -1.0
+    loaded.value[-1] *= 2
+    again = decode_meta(*client.get(id=loaded.info.id)[1:])
+    np.testing.assert_array_equal(again, a)  # the store keeps the original
+    (blob,) = [b for b in loaded.blobs.values() if b.size]
+    assert np.frombuffer(blob.tobytes(), dtype=a.dtype)[0] == a[0, 0]
+    assert loaded.value[0, 0] == -1.0 and (loaded.value[-1] == 2 * a[-1]).all()
+    client.delete([loaded.info.id])
 
 
 def test_source_is_not_referenced_after_save(client):

@@ -15,8 +15,11 @@ and we read what they write; everything else gets a layout of ours, named
 * `pickle_codec`: anything else (pickle 5, buffers out of band)
 
 Saves copy each buffer once (by the core, GIL released); loads of numeric
-data are zero-copy read-only views of the shared memory, kept mapped (and
-protected from deletion) for as long as they are referenced.
+data are zero-copy views of the shared memory, kept mapped (and protected
+from deletion) for as long as they are referenced. numpy views are writable:
+each load maps its blobs privately (copy-on-write), so a write copies only
+the pages it touches and the store and every other load keep the original,
+like an edit of a copy. Arrow views stay read-only, as Arrow is.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ Layout (exactly the official Python client's)::
   array records ``order_ "F"`` and comes back Fortran-ordered (the only case
   that copies, on save and on load).
 * numeric, bool, float16, complex, datetime64 and timedelta64 of every unit
-  are stored this way; loads are zero-copy read-only views of the blob.
+  are stored this way; loads are zero-copy writable views of the load's
+  private copy-on-write mapping of the blob (a write copies the pages it
+  touches; the store and every other load keep the original).
 * object arrays: ``vineyard::Tensor<object>`` whose ``buffer_`` blob is an
   in-band pickle (protocol 5), as the official client writes them.
 * Arrays the layout cannot carry (numpy strings, structured or non-native byte
@@ -158,11 +160,6 @@ def encode_ndarray(a: np.ndarray, w: Writer) -> dict:
 # -- decode ---------------------------------------------------------------------
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
-
-
 def decode_raw_tensor(meta: dict, r: Reader) -> np.ndarray:
     dtype = tensor_dtype(meta)
     shape = shape_of(meta)
@@ -171,7 +168,7 @@ def decode_raw_tensor(meta: dict, r: Reader) -> np.ndarray:
     a = flat.reshape(shape)
     order = meta.get("order_", '"C"')
     if a.ndim > 1 and order != '"C"' and jload(meta, "order_", "C") == "F":
-        a = _readonly(np.asfortranarray(a))
+        a = np.asfortranarray(a)
     return a
 
 
@@ -193,7 +190,7 @@ def decode_string_tensor(meta: dict, r: Reader) -> np.ndarray:
 
 def decode_object_tensor(meta: dict, r: Reader) -> Any:
     size = meta.get(EXTRA + "size_")
-    view = r.bytes_view(meta, "buffer_", size if isinstance(size, int) and not isinstance(size, bool) else None)
+    view = r.bytes_view(meta, "buffer_", size if isinstance(size, int) and not isinstance(size, bool) else None, shared=True)
     return unpickle(memoryview(view), "vineyard::Tensor<object>")
 
 

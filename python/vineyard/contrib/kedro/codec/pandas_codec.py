@@ -13,9 +13,11 @@ DataFrame (official layout; numeric frames are read by the official client)::
 
 Each column is one member, laid out by `pandas_arrays` (numeric columns are
 plain ``vineyard::Tensor<T>``). Loads assemble the frame from the column
-arrays without copying or consolidating blocks, and return a shallow copy that
-keeps the original alive, so pandas' copy-on-write copies a column before
-writing to it instead of failing on the read-only shared memory.
+arrays without copying or consolidating blocks. numpy-backed columns are
+views of the load's private copy-on-write mappings, so in-place edits
+(``df["a"] += 1``, ``.loc`` assignment, ``fillna(inplace=True)``) work as
+on a copy and copy only the pages they write; Arrow-backed columns stay
+immutable, as Arrow is.
 
 Series: ``vineyard::Series`` ``{name, index_, value_, vineyard_kedro_attrs_}``.
 
@@ -282,14 +284,6 @@ def _frame_from_blocks(blocks: list, index: pd.Index, columns: pd.Index) -> pd.D
     return pd.DataFrame(mgr)
 
 
-def _shielded(obj: Any) -> Any:
-    """A shallow copy that keeps `obj` alive: with copy-on-write, writing to it
-    copies the touched column instead of failing on read-only memory."""
-    view = obj.copy(deep=False)
-    object.__setattr__(view, "_vineyard_kedro_origin", obj)
-    return view
-
-
 @decoder("vineyard::DataFrame")
 def decode_dataframe(meta: dict, r: Reader) -> pd.DataFrame:
     n = get_int(meta, "__values_-size", hi=MAX_COLUMNS)
@@ -321,7 +315,7 @@ def decode_dataframe(meta: dict, r: Reader) -> pd.DataFrame:
     else:
         columns = _labels_index(labels)
     df = _frame(arrays, index, columns)
-    return _shielded(_apply_extras(df, meta, r))
+    return _apply_extras(df, meta, r)
 
 
 # -- Series ---------------------------------------------------------------------
@@ -342,7 +336,7 @@ def decode_series(meta: dict, r: Reader) -> pd.Series:
     if len(index) != len(values):
         raise LayoutError(f"vineyard::Series: {len(values)} values but the index has {len(index)}")
     s = pd.Series(values, index=index, name=get_name(meta), dtype=values.dtype, copy=False)
-    return _shielded(_apply_extras(s, meta, r))
+    return _apply_extras(s, meta, r)
 
 
 def encode_pandas(value: Any, w: Writer) -> dict | None:

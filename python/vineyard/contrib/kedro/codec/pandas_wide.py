@@ -101,7 +101,7 @@ def _locs(meta: dict, key: str, ncols: int) -> np.ndarray:
 
 @decoder(WIDE)
 def decode_wide(meta: dict, r: Reader) -> pd.DataFrame:
-    from .pandas_codec import _apply_extras, _frame_from_blocks, _shielded, decode_index
+    from .pandas_codec import _apply_extras, _frame_from_blocks, decode_index
 
     columns = decode_index(member(meta, "columns_"), r)
     ncols = len(columns)
@@ -135,7 +135,7 @@ def decode_wide(meta: dict, r: Reader) -> pd.DataFrame:
     if len(seen) != ncols or sum(len(b[1]) for b in blocks) != ncols:
         raise LayoutError(f"{WIDE}: the blocks do not cover the {ncols} columns exactly once")
     df = _frame_from_blocks(blocks, index, columns)
-    return _shielded(_apply_extras(df, meta, r))
+    return _apply_extras(df, meta, r)
 
 
 __all__ = ["decode_wide", "is_wide", "wide_threshold", "wide_tree"]

@@ -8,8 +8,9 @@ Layout (the official ``vineyard::PickleBuffer``, plus out-of-band blobs)::
 
 Large buffers that support out-of-band pickling (numpy arrays, pandas blocks,
 Arrow buffers...) are not copied into the pickle stream: each one becomes its
-own blob, copied once by the core, and on load the pickle is given read-only
-views of those blobs, so such arrays come back zero-copy. Without out-of-band
+own blob, copied once by the core, and on load the pickle is given writable
+copy-on-write views of those blobs, so such arrays come back zero-copy and
+editable (a write copies only the pages it touches). Without out-of-band
 buffers the object is exactly what the official client writes and reads.
 
 Loading a pickle runs code named by the data: only load from a store you trust.
@@ -57,7 +58,7 @@ def encode_pickle(value: Any, w: Writer, typename: str = TYPENAME) -> dict:
 def decode_pickle(meta: dict, r: Reader) -> Any:
     size = r.blob(meta, "buffer_").size
     n = get_int(meta, "size_", size, hi=size)
-    stream = r.bytes_view(meta, "buffer_", n)
+    stream = r.bytes_view(meta, "buffer_", n, shared=True)
     k = get_int(meta, "__buffers_-size", 0, hi=MAX_BUFFERS)
     buffers = [r.bytes_view(meta, f"__buffers_-{i}") for i in range(k)]
     return unpickle(memoryview(stream), TYPENAME, buffers=buffers)

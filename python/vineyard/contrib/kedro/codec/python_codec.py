@@ -180,7 +180,7 @@ def decode_scalar(meta: dict, r: Reader) -> Any:
 @decoder(STR)
 def decode_str(meta: dict, r: Reader) -> str:
     n = get_int(meta, "size_")
-    view = r.bytes_view(meta, "buffer_", n)
+    view = r.bytes_view(meta, "buffer_", n, shared=True)
     try:
         return view.tobytes().decode("utf-8", "surrogatepass")
     except UnicodeDecodeError as e:
@@ -190,7 +190,7 @@ def decode_str(meta: dict, r: Reader) -> str:
 @decoder(BYTES)
 def decode_bytes(meta: dict, r: Reader) -> Any:
     n = get_int(meta, "size_")
-    view = r.bytes_view(meta, "buffer_", n)
+    view = r.bytes_view(meta, "buffer_", n, shared=True)
     kind = meta.get("type_", "bytes")
     if kind == "bytes":
         return view.tobytes()

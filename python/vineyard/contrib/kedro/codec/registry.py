@@ -159,30 +159,30 @@ class Reader:
             )
         return b, nbytes
 
-    def bytes_view(self, meta: Any, key: str, nbytes: int | None = None, offset: int = 0) -> np.ndarray:
-        """A read-only uint8 view of `nbytes` bytes at `offset` of blob `key`
-        (the whole blob from `offset` when `nbytes` is None)."""
+    def bytes_view(self, meta: Any, key: str, nbytes: int | None = None, offset: int = 0, *, shared: bool = False) -> np.ndarray:
+        """A writable uint8 view of `nbytes` bytes at `offset` of blob `key`
+        (the whole blob from `offset` when `nbytes` is None), in this load's
+        private copy-on-write mapping of the blob. `shared`: a read-only view
+        of the blob as stored instead, for bytes that are only read or
+        copied (no mapping to make)."""
         b, nbytes = self._range(meta, key, nbytes, offset)
         if nbytes == 0:
-            v = np.empty(0, dtype=np.uint8)
-            v.flags.writeable = False
-            return v
-        return np.asarray(b)[offset : offset + nbytes]
+            return np.empty(0, dtype=np.uint8)
+        return np.asarray(b.shared_view() if shared else b)[offset : offset + nbytes]
 
     def view(self, meta: Any, key: str, dtype: np.dtype, count: int, offset: int = 0) -> np.ndarray:
-        """A read-only 1-D view of `count` items of `dtype` in blob `key`."""
+        """A writable (copy-on-write) 1-D view of `count` items of `dtype` in blob `key`."""
         dtype = np.dtype(dtype)
         if dtype.hasobject:
             raise LayoutError(f"{typename(meta)}: refusing to view raw memory as {dtype}")
         raw = self.bytes_view(meta, key, count * dtype.itemsize, offset * dtype.itemsize)
         if count == 0:
-            a = np.empty(0, dtype=dtype)
-            a.flags.writeable = False
-            return a
+            return np.empty(0, dtype=dtype)
         return raw.view(dtype)
 
     def arrow_buffer(self, meta: Any, key: str, nbytes: int | None = None, offset: int = 0):
-        """A zero-copy `pyarrow.Buffer` over a blob (None for the empty blob)."""
+        """A zero-copy `pyarrow.Buffer` over a blob (None for the empty blob),
+        in the shared mapping: Arrow never writes to its buffers."""
         import pyarrow as pa
 
         b, nbytes = self._range(meta, key, nbytes, offset)
@@ -195,6 +195,9 @@ class _EmptyBlob:
     size = 0
     address = 0
     __array_interface__ = {"version": 3, "shape": (0,), "typestr": "|u1", "data": (0, True)}
+
+    def shared_view(self) -> _EmptyBlob:
+        return self
 
     def tobytes(self) -> bytes:
         return b""

@@ -34,8 +34,8 @@ class VineyardDataSet(AbstractDataset):
 
     A node writes its output once into vineyardd's shared memory; the next
     node, in this process or another one, maps it back without copying
-    (numpy arrays, numeric pandas columns and Arrow buffers come back as
-    read-only views). pandas, numpy, pyarrow, polars and plain Python values
+    (numpy arrays and numpy-backed pandas columns come back as writable
+    copy-on-write views, Arrow buffers as read-only ones). pandas, numpy, pyarrow, polars and plain Python values
     are stored in vineyard's own layouts where they exist, so the official
     vineyard clients read them too.
 
