@@ -69,9 +69,11 @@ class VineyardDataSet(AbstractDataset):
         [1, 2]
         >>> dataset.release()
 
-    Security: anyone who can open the vineyardd socket can read every object
-    in it, and values stored as pickles run code when they are loaded. Keep the
-    socket private (the embedded vineyardd's directory is mode 0700).
+    Security: anyone who can open the vineyardd socket can read and replace
+    every object in it, and values stored as pickles run code when they are
+    loaded. Keep the socket private (the embedded vineyardd's directory is
+    mode 0700); on a shared vineyardd set ``VINEYARD_KEDRO_SECRET`` so that
+    only pickles signed with it load (README, "Security").
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class VineyardDataSet(AbstractDataset):
         vineyard_ipc_socket: str | None = None,
         namespace: str | None = None,
         metadata: dict[str, Any] | None = None,
+        allow_unsigned_pickle: bool = False,
     ) -> None:
         """Creates a dataset; nothing connects until the first load or save.
 
@@ -90,6 +93,10 @@ class VineyardDataSet(AbstractDataset):
             namespace: Prefix of the object name (``<namespace>/<ds_name>``).
                 Defaults to ``VINEYARD_KEDRO_NAMESPACE``, else no prefix.
             metadata: Free-form metadata for hooks and plugins; not used here.
+            allow_unsigned_pickle: Load pickles that are not signed with
+                ``VINEYARD_KEDRO_SECRET`` (no effect without a secret: then
+                every pickle loads). Pickles run code: allow this only when
+                everyone who can write to the vineyardd is trusted.
         """
         if not ds_name or not isinstance(ds_name, str):
             raise DatasetError(f"VineyardDataSet needs a non-empty ds_name, got {ds_name!r}")
@@ -97,6 +104,7 @@ class VineyardDataSet(AbstractDataset):
         self.vineyard_ipc_socket = vineyard_ipc_socket
         self.namespace = namespace if namespace is not None else (os.environ.get(_connection.ENV_NAMESPACE) or None)
         self.metadata = metadata
+        self.allow_unsigned_pickle = bool(allow_unsigned_pickle)
 
     # Kedro aliases _load/_save to load/save (and wraps them with logging and
     # DatasetError); instances pickle as plain configuration, since clients
@@ -135,7 +143,9 @@ class VineyardDataSet(AbstractDataset):
         socket, origin = self._socket()
         start = time.perf_counter()
         try:
-            value = get_value(_connection.client_for(socket), name=self.object_name)
+            value = get_value(
+                _connection.client_for(socket), name=self.object_name, allow_unsigned_pickle=self.allow_unsigned_pickle
+            )
         except ObjectNotFoundError as exc:
             raise DatasetError(
                 f"No object named '{self.object_name}' in {self._where(socket, origin)}: it was never saved, "
