@@ -350,6 +350,7 @@ impl Client {
 
     /// Names a persisted object.
     pub fn put_name(&mut self, id: ObjectId, name: &str) -> Result<()> {
+        crate::names::check_length(name)?;
         self.call(
             json!({"type": "put_name_request", "object_id": id, "name": name}),
             "put_name_reply",
@@ -362,6 +363,7 @@ impl Client {
     /// before, if any and not `id`. Requests run in order, so a failed
     /// persist fails the naming too and the name keeps its old object.
     pub fn persist_and_name(&mut self, id: ObjectId, name: &str) -> Result<Option<ObjectId>> {
+        crate::names::check_length(name)?;
         let msgs = [
             (
                 json!({"type": "persist_request", "id": id}),
@@ -396,6 +398,7 @@ impl Client {
 
     /// Resolves a name; `wait` blocks (without read timeout) until it exists.
     pub fn get_name(&mut self, name: &str, wait: bool) -> Result<ObjectId> {
+        crate::names::check_length(name)?;
         let req = "get_name_request";
         if wait {
             self.conn.set_read_timeout(None)?;
@@ -429,6 +432,7 @@ impl Client {
 
     /// Removes a name (missing names are not an error).
     pub fn drop_name(&mut self, name: &str) -> Result<()> {
+        crate::names::check_length(name)?;
         self.call(
             json!({"type": "drop_name_request", "name": name}),
             "drop_name_reply",

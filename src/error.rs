@@ -92,6 +92,9 @@ pub enum Error {
     /// A request that cannot be made in this state.
     #[error("{0}")]
     Usage(String),
+    /// A namespace or dataset name outside the grammar of `names`.
+    #[error("{0}")]
+    Name(String),
     /// YAML that does not parse (an existing catalog) or serialise.
     #[error("invalid YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),

@@ -13,6 +13,7 @@ mod copy;
 pub mod deploy;
 pub mod error;
 pub mod migrate;
+pub mod names;
 pub mod object;
 pub mod protocol;
 pub mod server;

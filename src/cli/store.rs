@@ -1,8 +1,8 @@
 //! Store commands: `ls`, `inspect`, `rm`, `gc`, `status`.
 //!
-//! Objects of a namespace are named `<namespace>/<dataset>`; the namespace of
-//! a name is everything before its last `/` (empty for plain names), and
-//! `--namespace NS` selects every name under `NS/`, nested ones included.
+//! Objects of a namespace are named `<namespace>/<dataset>` (the grammar is
+//! in `crate::names`); `--namespace NS` selects the names of namespace NS and
+//! nothing else (not `NS/x/y`, not `NSx/y`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,9 +16,9 @@ use crate::object::{ObjectId, ObjectMeta};
 /// Upper bound of names asked for in one `list_name` request.
 const LIST_LIMIT: usize = 1 << 24;
 
-/// The namespace part of an object name.
+/// The namespace part of an object name ("" for plain and foreign names).
 pub(crate) fn namespace_of(name: &str) -> &str {
-    name.rsplit_once('/').map_or("", |(ns, _)| ns)
+    crate::names::namespace_of(name)
 }
 
 /// Bytes an object holds: its `nbytes`, else the sizes of its blobs.
@@ -65,10 +65,11 @@ fn names_under(
     Ok(match namespace {
         None => names,
         Some(ns) => {
-            let prefix = format!("{}/", ns.trim_end_matches('/'));
+            let ns = ns.strip_suffix('/').unwrap_or(ns);
+            crate::names::check_namespace(ns)?;
             names
                 .into_iter()
-                .filter(|(n, _)| n.starts_with(&prefix))
+                .filter(|(n, _)| crate::names::in_namespace(n, ns))
                 .collect()
         }
     })
@@ -216,11 +217,9 @@ pub(super) fn gc(
     json: bool,
     io: &mut Io<'_>,
 ) -> Result<(), Failure> {
-    let ns = namespace.map(|n| n.trim_end_matches('/'));
-    if ns.is_some_and(str::is_empty) {
-        return Err(Failure::Usage(
-            "the namespace must not be empty or only '/'".into(),
-        ));
+    let ns = namespace.map(|n| n.strip_suffix('/').unwrap_or(n));
+    if let Some(Err(e)) = ns.map(crate::names::check_namespace) {
+        return Err(Failure::Usage(e.to_string()));
     }
     if ns.is_none() && !orphans {
         return Err(Failure::Usage(
@@ -231,7 +230,7 @@ pub(super) fn gc(
     let mut report = Map::new();
     if let Some(ns) = ns {
         // Named objects, plus (in a cluster) migrated copies and leftovers.
-        let (names, ids) = crate::migrate::namespace_objects(&mut client, &format!("{ns}/"))?;
+        let (names, ids) = crate::migrate::namespace_objects(&mut client, ns)?;
         for name in &names {
             client.drop_name(name)?;
         }
@@ -394,9 +393,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn namespace_is_everything_before_the_last_slash() {
+    fn namespace_is_the_part_before_the_one_slash() {
         assert_eq!(namespace_of("run-1/X_train"), "run-1");
-        assert_eq!(namespace_of("a/b/c"), "a/b");
+        assert_eq!(namespace_of("a/b/c"), "");
         assert_eq!(namespace_of("plain"), "");
     }
 

@@ -84,7 +84,9 @@ impl From<Error> for PyErr {
             Error::NotFound { .. } => ObjectNotFoundError::new_err(msg),
             Error::Protocol { .. } => ProtocolError::new_err(msg),
             Error::Layout { .. } => LayoutError::new_err(msg),
-            Error::Unsupported(_) | Error::Usage(_) => UnsupportedValueError::new_err(msg),
+            Error::Unsupported(_) | Error::Usage(_) | Error::Name(_) => {
+                UnsupportedValueError::new_err(msg)
+            }
             Error::Yaml(_) | Error::NotAMapping(_) | Error::Invalid(_) => {
                 PyValueError::new_err(msg)
             }

@@ -93,17 +93,20 @@ def delete_everywhere(sockets_or_clients: Sequence[Any], object_ids: Iterable[in
 
 
 def delete_namespace_everywhere(sockets_or_clients: Sequence[Any], prefix: str, force: bool = False) -> list[int]:
-    """Drops every name starting with ``prefix`` and deletes, cluster-wide,
-    the objects they point to, their copies, and objects left over from
-    earlier copies of that namespace (their ``__name`` starts with
-    ``prefix``); returns the ids deleted."""
+    """Drops every name of namespace ``prefix`` (``ns`` or ``ns/``; see
+    ``_core.in_namespace``) and deletes, cluster-wide, the objects they
+    point to, their copies, and objects left over from earlier copies of
+    that namespace (their ``__name`` is in it); returns the ids deleted."""
+    from vineyard.contrib.kedro._core import in_namespace
+
+    ns = prefix[:-1] if prefix.endswith("/") else prefix
     clients = _clients(sockets_or_clients)
     first = clients[0]
-    names = [(n, oid) for n, oid in first.list_names() if n.startswith(prefix)]
+    names = [(n, oid) for n, oid in first.list_names() if in_namespace(n, ns)]
     ids = {oid for _, oid in names}
     for oid, m in first.list_data().items():
         name = m.get("__name")
-        if isinstance(name, str) and _unescape(name).startswith(prefix):
+        if isinstance(name, str) and in_namespace(_unescape(name), ns):
             ids.add(oid)
     for n, _ in names:
         first.drop_name(n)

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from vineyard.contrib.kedro import _connection
+from vineyard.contrib.kedro import _connection, _core
 from vineyard.contrib.kedro._compat import AbstractDataset, DatasetError
 from vineyard.contrib.kedro.errors import ConnectError, ObjectNotFoundError, VineyardError
 
@@ -40,7 +40,8 @@ class VineyardDataSet(AbstractDataset):
     vineyard clients read them too.
 
     The object is named ``ds_name``, or ``<namespace>/<ds_name>`` when a
-    namespace is given (argument, else ``VINEYARD_KEDRO_NAMESPACE``). The
+    namespace is given (argument, else ``VINEYARD_KEDRO_NAMESPACE``); neither
+    may contain ``/`` and the name is at most 4096 bytes. The
     vineyardd is ``vineyard_ipc_socket``, else ``VINEYARD_IPC_SOCKET``, else
     the embedded vineyardd started by the vineyard runners.
 
@@ -104,6 +105,10 @@ class VineyardDataSet(AbstractDataset):
         self.vineyard_ipc_socket = vineyard_ipc_socket
         self.namespace = namespace if namespace is not None else (os.environ.get(_connection.ENV_NAMESPACE) or None)
         self.metadata = metadata
+        try:
+            self._object_name = _core.object_name(self.namespace, ds_name)
+        except VineyardError as exc:
+            raise DatasetError(f"VineyardDataSet {ds_name[:60]!r}: {exc} (names: README, 'Names')") from exc
         self.allow_unsigned_pickle = bool(allow_unsigned_pickle)
 
     # Kedro aliases _load/_save to load/save (and wraps them with logging and
@@ -114,8 +119,9 @@ class VineyardDataSet(AbstractDataset):
 
     @property
     def object_name(self) -> str:
-        """The vineyard name the value is stored under."""
-        return f"{self.namespace}/{self.ds_name}" if self.namespace else self.ds_name
+        """The vineyard name the value is stored under (``<namespace>/<ds_name>``
+        or ``ds_name``; neither part may contain ``/``)."""
+        return self._object_name
 
     def _socket(self) -> tuple[str, str]:
         return _connection.resolve_socket(self.vineyard_ipc_socket)
