@@ -109,12 +109,13 @@ fn store_commands_against_a_real_vineyardd() {
     assert_eq!(row("run-1/a")["typename"], "vineyard_kedro::Bytes");
     assert_eq!(row("run-1/a")["size"], 1000);
     assert_eq!(row("run-1/a")["namespace"], "run-1");
-    assert_eq!(row("run-1/sub/c")["namespace"], "run-1/sub");
+    // not `<namespace>/<dataset>` (two separators): in no namespace
+    assert_eq!(row("run-1/sub/c")["namespace"], "");
     assert_eq!(row("plain")["namespace"], "");
 
     let (code, out, _) = on(socket, &["ls", "-n", "run-1", "--json"]);
     assert_eq!(code, 0);
-    assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 3);
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 2);
     let (code, out, _) = on(socket, &["ls"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("NAME"), "{out}");
@@ -153,14 +154,17 @@ fn store_commands_against_a_real_vineyardd() {
     let (code, out, _) = on(socket, &["gc", "--namespace", "run-1/", "--json"]);
     assert_eq!(code, 0);
     let report: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["deleted"], 3);
+    assert_eq!(report["deleted"], 2);
     assert_eq!(report["namespace"], "run-1");
-    for (_, id) in &ids[..3] {
+    for (_, id) in &ids[..2] {
         assert!(!client.exists(*id).unwrap(), "{id} survived gc");
     }
+    assert!(client.exists(ids[2].1).unwrap(), "gc deleted run-1/sub/c");
     let (code, out, _) = on(socket, &["gc", "--namespace", "run-1"]);
     assert_eq!(code, 0, "an empty namespace is not an error");
     assert!(out.contains("deleted 0"), "{out}");
+    let (code, out, _) = on(socket, &["rm", "run-1/sub/c"]);
+    assert_eq!(code, 0, "{out}");
     assert_eq!(on(socket, &["ls", "--json"]).1.trim(), "[]");
     drop(client);
 
