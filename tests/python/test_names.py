@@ -5,6 +5,7 @@ namespace ``a/b`` + dataset ``c`` cannot both become ``a/b/c``, and
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -69,4 +70,31 @@ def test_gc_namespace_deletes_that_namespace_only(small_vineyardd):
     bad = CliRunner().invoke(commands, ["vineyard", "gc", "--namespace", "a/b", "--socket", sock], catch_exceptions=False)
     assert bad.exit_code == 2 and "invalid namespace" in bad.output + bad.stderr
     c.delete(list(others.values()))
+    c.close()
+
+
+def test_a_1mb_name_fails_at_once_and_leaves_nothing(small_vineyardd):
+    """The probe's huge name: with a ~300 KB+ name, three pipelined requests
+    used to fill both socket buffers (vineyardd echoes the name in its error
+    reply) and the save stalled until the write timeout, then blamed the
+    wrong request and leaked the object."""
+    sock = small_vineyardd.socket
+    huge = "n" * (1 << 20)
+    with pytest.raises(DatasetError, match="longer than 4096 bytes"):
+        VineyardDataSet(ds_name=huge, vineyard_ipc_socket=sock)
+    c = _core.Client(sock)
+    before = (c.status()["memory_usage"], dict(c.list_data("*", False, 1 << 20)))
+    start = time.monotonic()
+    with pytest.raises(UnsupportedValueError, match=r"invalid object name \"nnn.*\(1048576 bytes\): it is longer than 4096"):
+        put_value(c, np.arange(1000.0), name=huge)
+    for call in (lambda: c.resolve(huge), lambda: c.drop_name(huge)):
+        with pytest.raises(UnsupportedValueError, match="longer than 4096"):
+            call()
+    assert time.monotonic() - start < 5
+    assert (c.status()["memory_usage"], dict(c.list_data("*", False, 1 << 20))) == before
+    assert c.list_names() == []
+    # the connection is still usable
+    info = put_value(c, np.arange(3.0), name="n" * 4096)
+    assert get_value(c, name="n" * 4096).tolist() == [0.0, 1.0, 2.0]
+    c.delete([info.id])
     c.close()
