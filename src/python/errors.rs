@@ -78,6 +78,7 @@ impl From<Error> for PyErr {
             Error::Connect { .. }
             | Error::Io { .. }
             | Error::Timeout { .. }
+            | Error::Stopped { .. }
             | Error::Closed { .. } => ConnectError::new_err(msg),
             Error::StoreFull { .. } => StoreFullError::new_err(msg),
             Error::Server { .. } => ServerError::new_err(msg),
