@@ -280,3 +280,36 @@ def test_a_live_embedded_server_is_not_reported_dead(monkeypatch):
         assert _connection.embedded_is_dead(socket)
     finally:
         _connection.release_embedded()
+
+
+def test_a_sigkilled_owner_leaves_a_directory_the_next_launch_removes(tmp_path):
+    """As the probe did it: a process that started a vineyardd is SIGKILLed
+    (no cleanup runs; its vineyardd dies with it), leaving its private
+    directory; the next launch in the same place removes it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from vineyard.contrib.kedro import _core\n"
+        f"s = _core.Server(size='32Mi', parent_dir={str(tmp_path)!r})\n"
+        "print(s.dir, s.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        left, server_pid = proc.stdout.readline().split()
+    finally:
+        proc.kill()
+        proc.wait()
+    def server_gone() -> bool:
+        import socket as sk
+
+        with sk.socket(sk.AF_UNIX) as probe:
+            return probe.connect_ex(os.path.join(left, "vineyard.sock")) != 0
+
+    assert wait_until(server_gone, 10), f"vineyardd {server_pid} outlived its owner"
+    assert os.path.isdir(left)
+    with _core.Server(size="32Mi", parent_dir=str(tmp_path)) as fresh:
+        assert not os.path.exists(left), "the dead owner's directory is still there"
+        assert os.path.isdir(fresh.dir)
