@@ -251,6 +251,51 @@ fn serve_runs_until_sigterm_and_cleans_up() {
 }
 
 #[test]
+fn serve_help_says_what_the_rpc_port_exposes_and_serve_warns() {
+    let (code, out, _) = cli(&["serve", "--help"]);
+    assert_eq!(code, 0);
+    let text = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    for says in [
+        "listens on this port on every interface (0.0.0.0), without authentication",
+        "can read, write and delete every object in the store",
+    ] {
+        assert!(text.contains(says), "{out}");
+    }
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("v.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vineyard-kedro"))
+        .args(["serve", "--size", "32Mi", "--rpc-port", &port.to_string()])
+        .args(["--socket", link.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = String::new();
+    for _ in 0..2 {
+        err.read_line(&mut lines).unwrap();
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = child.wait();
+    assert!(
+        lines.contains(&format!(
+            "warning: vineyardd's RPC port {port} listens on every interface (0.0.0.0)"
+        )),
+        "{lines}"
+    );
+}
+
+#[test]
 fn catalog_render_merges_and_reports() {
     let (code, out, _) = cli(&["catalog", "render", "--names", "X_train,y_pred,params:x"]);
     assert_eq!(code, 0);
