@@ -97,8 +97,14 @@ struct ServeArgs {
     /// etcd key prefix (with --meta etcd)
     #[arg(long, default_value = "vineyard")]
     etcd_prefix: String,
-    /// Enable RPC on this port (off when not given)
-    #[arg(long)]
+    /// Enable vineyardd's RPC on this TCP port (off when not given)
+    ///
+    /// vineyardd listens on this port on every interface (0.0.0.0), without
+    /// authentication or encryption: anyone who can reach it can read, write
+    /// and delete every object in the store, as a client of the socket can.
+    /// Other instances of a cluster use it to migrate objects. Open it only
+    /// on a network you trust, or firewall it to those instances.
+    #[arg(long, verbatim_doc_comment)]
     rpc_port: Option<u16>,
     /// The vineyardd binary (default: $VINEYARDD, then the virtualenv, then $PATH)
     #[arg(long, value_name = "PATH")]

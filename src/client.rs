@@ -34,6 +34,12 @@ pub(crate) fn release_msgs(ids: &[ObjectId]) -> impl Iterator<Item = (Value, &'s
     })
 }
 
+/// Bytes of requests written before their replies are read. Far below the
+/// kernel's buffer of a UNIX socket (about 200 KiB each way), so a batch is
+/// always written whole while vineyardd may still be writing its replies
+/// (error replies echo the request), and neither side can block the other.
+const PIPELINE_BYTES: usize = 64 << 10;
+
 /// The `type` of a request, for error messages.
 fn request_type(msg: &Value) -> &str {
     msg.get("type").and_then(Value::as_str).unwrap_or("request")
@@ -221,11 +227,23 @@ impl Client {
     ) -> Result<Vec<Result<Map<String, Value>>>> {
         self.settle()?;
         let mut out = Vec::with_capacity(msgs.len());
-        for chunk in msgs.chunks(PIPELINE_BATCH) {
-            let mut frames = Vec::with_capacity(chunk.len() * 96);
-            for (msg, _) in chunk {
-                frames.extend_from_slice(&protocol::encode_frame(msg));
+        let mut rest = msgs;
+        while !rest.is_empty() {
+            // A batch: at most PIPELINE_BATCH requests and PIPELINE_BYTES
+            // bytes, and always at least one request (a single request never
+            // deadlocks: vineyardd reads all of it before it answers).
+            let mut frames = Vec::new();
+            let mut n = 0;
+            for (msg, _) in rest.iter().take(PIPELINE_BATCH) {
+                let frame = protocol::encode_frame(msg);
+                if n > 0 && frames.len() + frame.len() > PIPELINE_BYTES {
+                    break;
+                }
+                frames.extend_from_slice(&frame);
+                n += 1;
             }
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
             let first = request_type(&chunk[0].0);
             self.conn.send_raw(&frames, first)?;
             for (msg, expected) in chunk {
@@ -417,6 +435,7 @@ impl Client {
 
     /// Names a persisted object.
     pub fn put_name(&mut self, id: ObjectId, name: &str) -> Result<()> {
+        crate::names::check_length(name)?;
         self.call(
             json!({"type": "put_name_request", "object_id": id, "name": name}),
             "put_name_reply",
@@ -435,6 +454,7 @@ impl Client {
         name: &str,
         release: &[ObjectId],
     ) -> Result<Option<ObjectId>> {
+        crate::names::check_length(name)?;
         let mut msgs = vec![
             (
                 json!({"type": "persist_request", "id": id}),
@@ -507,6 +527,7 @@ impl Client {
 
     /// Resolves a name; `wait` blocks (without read timeout) until it exists.
     pub fn get_name(&mut self, name: &str, wait: bool) -> Result<ObjectId> {
+        crate::names::check_length(name)?;
         let req = "get_name_request";
         if wait {
             self.conn.set_read_timeout(None)?;
@@ -540,6 +561,7 @@ impl Client {
 
     /// Removes a name (missing names are not an error).
     pub fn drop_name(&mut self, name: &str) -> Result<()> {
+        crate::names::check_length(name)?;
         self.call(
             json!({"type": "drop_name_request", "name": name}),
             "drop_name_reply",
@@ -653,5 +675,53 @@ impl Client {
     /// Changes the read timeout of the underlying connection.
     pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<()> {
         self.conn.set_read_timeout(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{Server, ServerOptions};
+
+    /// Three pipelined requests of 400 KB each, whose error replies echo
+    /// them: written at once they would fill both socket buffers and stall
+    /// until the write timeout. In bounded batches each gets its own reply.
+    #[test]
+    fn pipelined_huge_requests_never_block_on_a_full_socket() {
+        let opts = ServerOptions {
+            size: "32Mi".into(),
+            ..ServerOptions::default()
+        };
+        let server = Server::start(&opts).expect("a real vineyardd (set VINEYARDD)");
+        let mut c = Client::connect(server.socket()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let names: Vec<String> = (0..3)
+            .map(|i| format!("{i}{}", "n".repeat(400_000)))
+            .collect();
+        let msgs: Vec<(Value, &str)> = names
+            .iter()
+            .map(|n| {
+                (
+                    json!({"type": "get_name_request", "name": n, "wait": false}),
+                    "get_name_reply",
+                )
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        let replies = c.call_many(&msgs).expect("no stall, no timeout");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(replies.len(), 3);
+        for r in replies {
+            let e = r.expect_err("no such name");
+            assert!(e.is_not_found(), "{e}");
+        }
+        assert!(
+            c.exists(ObjectId::EMPTY_BLOB).is_ok(),
+            "the connection still works"
+        );
     }
 }

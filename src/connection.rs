@@ -37,12 +37,29 @@ impl Default for Timeouts {
     }
 }
 
+/// How often a wait for a reply checks that the server is not stopped.
+const STOP_CHECK: Duration = Duration::from_secs(1);
+
 /// A framed connection over a UNIX socket.
 #[derive(Debug)]
 pub struct Connection {
     stream: UnixStream,
     socket: PathBuf,
     timeouts: Timeouts,
+    /// The server's pid, when this host's /proc shows it (SO_PEERCRED).
+    peer_pid: Option<i32>,
+}
+
+/// True when `/proc/<pid>/stat` says the process is stopped (`T`) or
+/// stopped by a tracer (`t`).
+fn is_stopped(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": comm may hold spaces and parentheses
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_some_and(|state| state == 'T' || state == 't')
 }
 
 impl Connection {
@@ -74,10 +91,16 @@ impl Connection {
         };
         stream.set_read_timeout(timeouts.read).map_err(io)?;
         stream.set_write_timeout(timeouts.write).map_err(io)?;
+        let peer_pid =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                .ok()
+                .map(|c| c.pid())
+                .filter(|p| *p > 0);
         Ok(Connection {
             stream,
             socket: socket.to_path_buf(),
             timeouts,
+            peer_pid,
         })
     }
 
@@ -125,8 +148,53 @@ impl Connection {
             .map_err(|e| self.io_error(request, e, true))
     }
 
+    /// Waits until a reply starts to arrive, in slices of [`STOP_CHECK`],
+    /// checking between slices that the server process is not stopped: a
+    /// SIGSTOPped vineyardd keeps its socket open and never answers, and
+    /// the read timeout (300 s by default) is a long way to find out. The
+    /// read timeout in force still bounds the whole wait.
+    fn wait_for_reply(&self, request: &str) -> Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+
+        let Some(pid) = self.peer_pid else {
+            return Ok(());
+        };
+        let limit = self.stream.read_timeout().ok().flatten();
+        let start = std::time::Instant::now();
+        loop {
+            let slice = limit.map_or(STOP_CHECK, |l| {
+                STOP_CHECK.min(l.saturating_sub(start.elapsed()))
+            });
+            let ms = PollTimeout::try_from(slice).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+                // readable, closed, or poll failed: the read itself reports
+                _ => return Ok(()),
+            }
+            if is_stopped(pid) {
+                return Err(Error::Stopped {
+                    socket: self.socket.clone(),
+                    request: request.to_string(),
+                    pid,
+                });
+            }
+            if let Some(l) = limit {
+                if start.elapsed() >= l {
+                    return Err(Error::Timeout {
+                        socket: self.socket.clone(),
+                        request: request.to_string(),
+                        seconds: l.as_secs_f64(),
+                    });
+                }
+            }
+        }
+    }
+
     /// Reads one frame with exact reads.
     pub fn recv(&mut self, request: &str) -> Result<Map<String, Value>> {
+        self.wait_for_reply(request)?;
         let mut header = [0u8; 8];
         self.read_exact(&mut header, request)?;
         let len = protocol::frame_len(header, self.ctx(request))?;

@@ -39,6 +39,13 @@ pub enum Error {
         request: String,
         seconds: f64,
     },
+    /// The server process is stopped (SIGSTOP, a debugger): it cannot answer.
+    #[error("vineyardd at {socket} (pid {pid}) is stopped (SIGSTOP or a debugger) and cannot answer {request}; resume it with `kill -CONT {pid}`")]
+    Stopped {
+        socket: PathBuf,
+        request: String,
+        pid: i32,
+    },
     /// The server closed the connection (it stopped or was killed).
     #[error(
         "vineyardd at {socket} closed the connection during {request} (server stopped or killed?)"
@@ -101,6 +108,9 @@ pub enum Error {
         /// What to check, when the error has a usual cause.
         hint: &'static str,
     },
+    /// A namespace or dataset name outside the grammar of `names`.
+    #[error("{0}")]
+    Name(String),
 }
 
 impl Error {
@@ -116,6 +126,7 @@ impl Error {
             self,
             Error::Io { .. }
                 | Error::Timeout { .. }
+                | Error::Stopped { .. }
                 | Error::Closed { .. }
                 | Error::Protocol { .. }
         )

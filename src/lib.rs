@@ -14,6 +14,7 @@ pub mod deploy;
 pub mod error;
 pub mod lease;
 pub mod migrate;
+pub mod names;
 pub mod object;
 pub mod protocol;
 pub mod server;

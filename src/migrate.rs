@@ -241,23 +241,25 @@ pub fn with_copies_meta(
     Ok(all.into_iter().map(|id| (id, metas.remove(&id))).collect())
 }
 
-/// The names under `prefix` and the objects of that namespace: the named
-/// ones and, in a cluster, leftovers of earlier copies (their `__name`
-/// entry starts with `prefix`).
+/// The names of namespace `namespace` (see [`crate::names::in_namespace`];
+/// a trailing `/` is ignored) and its objects: the named ones and, in a
+/// cluster, leftovers of earlier copies (their `__name` entry is in it).
 pub fn namespace_objects(
     client: &mut Client,
-    prefix: &str,
+    namespace: &str,
 ) -> Result<(Vec<String>, Vec<ObjectId>)> {
+    let ns = namespace.strip_suffix('/').unwrap_or(namespace);
+    crate::names::check_namespace(ns)?;
     let names: Vec<(String, ObjectId)> = client
         .list_names("*", false, LIST_LIMIT)?
         .into_iter()
-        .filter(|(n, _)| n.starts_with(prefix))
+        .filter(|(n, _)| crate::names::in_namespace(n, ns))
         .collect();
     let mut ids: BTreeSet<ObjectId> = names.iter().map(|(_, id)| *id).collect();
     if client.cluster_meta()?.len() > 1 {
         for (id, m) in client.list_data("*", false, LIST_LIMIT)? {
             if m.name()
-                .is_some_and(|n| unescape_pointer(n).starts_with(prefix))
+                .is_some_and(|n| crate::names::in_namespace(&unescape_pointer(n), ns))
             {
                 ids.insert(id);
             }

@@ -52,9 +52,79 @@ pub fn frame_len(header: [u8; 8], ctx: Ctx<'_>) -> Result<usize> {
     Ok(len as usize)
 }
 
-/// Parses a frame body into a JSON object.
+/// Nesting depth (of JSON objects and arrays, the reply itself being 1) kept
+/// from a reply; see [`prune_deep`]. Below serde_json's recursion limit (128),
+/// and far above any tree we write (`store::MAX_TREE_DEPTH` member levels
+/// sit at reply depth 3 and below).
+pub const MAX_REPLY_DEPTH: usize = 120;
+
+/// What stands in a reply for a value nested deeper than [`MAX_REPLY_DEPTH`].
+pub const PRUNED: &str = "<vineyard-kedro: nested too deeply, not read>";
+
+/// `body` with every object or array that would sit deeper than `max_depth`
+/// replaced by the string [`PRUNED`]; None when nothing is that deep. One pass,
+/// no recursion, so any depth is handled; invalid JSON stays invalid.
+pub fn prune_deep(body: &[u8], max_depth: usize) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut skip_from = None::<usize>; // depth at which a pruned value started
+    let mut copied = 0usize;
+    for (i, &b) in body.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth && skip_from.is_none() {
+                    let o = out.get_or_insert_with(|| Vec::with_capacity(body.len()));
+                    o.extend_from_slice(&body[copied..i]);
+                    o.push(b'"');
+                    o.extend_from_slice(PRUNED.as_bytes());
+                    o.push(b'"');
+                    skip_from = Some(depth);
+                }
+            }
+            b'}' | b']' => {
+                if skip_from == Some(depth) {
+                    skip_from = None;
+                    copied = i + 1;
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+    let mut o = out?;
+    if skip_from.is_none() {
+        o.extend_from_slice(&body[copied..]);
+    }
+    Some(o)
+}
+
+/// Parses a frame body into a JSON object. A reply nested deeper than
+/// serde_json's recursion limit (a hostile or odd object in the store) is
+/// parsed with its deepest values pruned (see [`prune_deep`]) instead of
+/// failing, so one such object does not break a whole listing.
 pub fn parse_body(body: &[u8], ctx: Ctx<'_>) -> Result<Map<String, Value>> {
-    match serde_json::from_slice::<Value>(body) {
+    let parsed = match serde_json::from_slice::<Value>(body) {
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+            match prune_deep(body, MAX_REPLY_DEPTH) {
+                Some(pruned) => serde_json::from_slice::<Value>(&pruned),
+                None => Err(e),
+            }
+        }
+        other => other,
+    };
+    match parsed {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(ctx.protocol(format!(
             "reply is not a JSON object: {}",
@@ -226,6 +296,34 @@ fn short(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn deep_replies_are_pruned_not_refused() {
+        let ctx = Ctx {
+            socket: Path::new("/s"),
+            request: "list_data_request",
+        };
+        let deep = format!(
+            "{{\"type\":\"get_data_reply\",\"content\":{{\"o1\":{}}},\"s\":\"[{{\\\"\"}}",
+            "{\"a\":[".repeat(5000) + "1" + &"]}".repeat(5000)
+        );
+        let m = parse_body(deep.as_bytes(), ctx).expect("pruned, parsed");
+        assert_eq!(m["s"], "[{\"");
+        let mut v = &m["content"]["o1"];
+        let mut depth = 3;
+        while let Some(next) = v.get("a").and_then(|a| a.get(0)) {
+            v = next;
+            depth += 2;
+        }
+        assert_eq!(v, PRUNED);
+        // the pruned value would have been the first one past the limit
+        assert_eq!(depth, MAX_REPLY_DEPTH + 1);
+        assert!(prune_deep(b"{\"a\":[1,{\"b\":2}]}", 3).is_none());
+        assert_eq!(
+            prune_deep(b"{\"a\":[1,{\"b\":[2]}],\"c\":3}", 2).unwrap(),
+            format!("{{\"a\":[1,\"{PRUNED}\"],\"c\":3}}").into_bytes()
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;

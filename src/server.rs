@@ -351,17 +351,73 @@ impl Drop for Server {
     }
 }
 
-/// Creates a fresh directory only this user can enter.
+/// Prefix of the private directories (`vineyard-kedro-<owner pid>-<suffix>`).
+const DIR_PREFIX: &str = "vineyard-kedro-";
+
+/// The owner pid in a private directory's name, if it is one.
+fn owner_of(file_name: &str) -> Option<i32> {
+    let rest = file_name.strip_prefix(DIR_PREFIX)?;
+    let (pid, suffix) = rest.split_once('-')?;
+    if suffix.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes the private directories in `parent` whose owner process is gone
+/// (a run killed with SIGKILL never runs its cleanup). A directory is
+/// removed only when it is ours (same uid, a real directory), its owner pid
+/// no longer exists, and no server answers on its socket (a `serve` whose
+/// owner died may have left a vineyardd running). Returns what it removed.
+pub fn remove_stale_dirs(parent: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+
+    let me = nix::unistd::geteuid().as_raw();
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(parent) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(owner_of) else {
+            continue;
+        };
+        let path = e.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != me || pid <= 0 {
+            continue;
+        }
+        // kill(pid, 0): ESRCH means no such process; anything else (alive,
+        // or not ours to signal) keeps the directory.
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if !gone || std::os::unix::net::UnixStream::connect(path.join("vineyard.sock")).is_ok() {
+            continue;
+        }
+        if fs::remove_dir_all(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// Creates a fresh directory only this user can enter, after removing the
+/// stale ones of dead owners.
 fn private_dir(parent: Option<&Path>) -> Result<PathBuf> {
     let parent = parent
         .map(Path::to_path_buf)
         .unwrap_or_else(std::env::temp_dir);
+    remove_stale_dirs(&parent);
     let pid = std::process::id();
     for attempt in 0..100u32 {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let dir = parent.join(format!("vineyard-kedro-{pid}-{nanos:08x}{attempt}"));
+        let dir = parent.join(format!("{DIR_PREFIX}{pid}-{nanos:08x}{attempt}"));
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -377,4 +433,47 @@ fn private_dir(parent: Option<&Path>) -> Result<PathBuf> {
         "cannot create a private directory in {}",
         parent.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn owner_pids_are_read_from_our_names_only() {
+        assert_eq!(owner_of("vineyard-kedro-123-1a2b0"), Some(123));
+        assert_eq!(owner_of("vineyard-kedro-glog-abc"), None);
+        assert_eq!(owner_of("vineyard-kedro-123-"), None);
+        assert_eq!(owner_of("vineyard-kedro-123"), None);
+        assert_eq!(owner_of("other-123-x"), None);
+    }
+
+    /// A SIGKILLed owner leaves its directory; the next launch removes it,
+    /// and keeps those of live owners and of servers still answering.
+    #[test]
+    fn stale_dirs_of_dead_owners_are_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let mut child = Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = parent.path().join(format!("{DIR_PREFIX}{dead}-0"));
+        fs::create_dir(&stale).unwrap();
+        fs::create_dir(stale.join("logs")).unwrap();
+        fs::write(stale.join("logs/x.INFO"), "log").unwrap();
+        fs::set_permissions(&stale, fs::Permissions::from_mode(0o700)).unwrap();
+        let live = parent
+            .path()
+            .join(format!("{DIR_PREFIX}{}-0", std::process::id()));
+        fs::create_dir(&live).unwrap();
+        let answering = parent.path().join(format!("{DIR_PREFIX}{dead}-1"));
+        fs::create_dir(&answering).unwrap();
+        let _listener =
+            std::os::unix::net::UnixListener::bind(answering.join("vineyard.sock")).unwrap();
+        let not_ours = parent.path().join("vineyard-kedro-glog-x");
+        fs::create_dir(&not_ours).unwrap();
+
+        assert_eq!(remove_stale_dirs(parent.path()), vec![stale.clone()]);
+        assert!(!stale.exists() && live.exists() && answering.exists() && not_ours.exists());
+    }
 }

@@ -61,6 +61,30 @@ impl Source {
     }
 }
 
+/// The deepest tree a put accepts: members nested at most this many levels
+/// below the root. Far above any layout of ours (a DataFrame column's blob
+/// is 3 levels down); it keeps every tree we write readable by every client
+/// (replies stay under JSON parsers' recursion limits) and cheap for
+/// vineyardd, whose cost to persist a chain grows much faster than its depth.
+pub const MAX_TREE_DEPTH: usize = 64;
+
+/// Levels of members below `root` (0 for a tree without members).
+fn tree_depth(root: &Map<String, Value>) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&Map<String, Value>, usize)> = vec![(root, 0)];
+    while let Some((node, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        for v in node.values() {
+            if let Value::Object(child) = v {
+                if !child.contains_key("__blob__") && !child.contains_key("__object__") {
+                    stack.push((child, depth + 1));
+                }
+            }
+        }
+    }
+    deepest
+}
+
 /// Options of a put.
 #[derive(Clone, Debug, Default)]
 pub struct PutOptions {
@@ -113,6 +137,16 @@ unsafe fn put_inner(
     let root = tree
         .as_object()
         .ok_or_else(|| Error::Unsupported("the tree to put must be a JSON object".into()))?;
+    // Checked before anything is allocated, so a refused put leaves nothing.
+    if let Some(name) = &opts.name {
+        crate::names::check_length(name)?;
+    }
+    let depth = tree_depth(root);
+    if depth > MAX_TREE_DEPTH {
+        return Err(Error::Unsupported(format!(
+            "the value is nested {depth} levels deep; at most {MAX_TREE_DEPTH} levels of member objects are stored"
+        )));
+    }
     let sizes: Vec<u64> = sources
         .iter()
         .filter(|s| !s.is_empty())

@@ -67,6 +67,38 @@ fn scan_bytes<const N: usize>(bytes: &[u8], limit: i64) -> bool {
     monotonic_within(&values, limit)
 }
 
+/// True when every item of an Arrow string array is valid UTF-8: the text
+/// between the first and the last offset is, and every offset falls on a
+/// character boundary (then each item is a whole run of characters). The
+/// offsets (`itemsize` 4 or 8, little-endian) must already satisfy
+/// [`offsets_ok`] for `data`; returns false otherwise.
+pub fn utf8_items_ok(data: &[u8], offsets: &[u8], itemsize: usize) -> bool {
+    let read = |i: usize| -> Option<usize> {
+        let b = offsets.get(i * itemsize..(i + 1) * itemsize)?;
+        let v = match itemsize {
+            4 => i64::from(i32::from_le_bytes(b.try_into().ok()?)),
+            8 => i64::from_le_bytes(b.try_into().ok()?),
+            _ => return None,
+        };
+        usize::try_from(v).ok()
+    };
+    let n = offsets.len() / itemsize.max(1);
+    if n == 0 {
+        return true;
+    }
+    let (Some(first), Some(last)) = (read(0), read(n - 1)) else {
+        return false;
+    };
+    let Some(text) = data.get(first..last) else {
+        return false;
+    };
+    if std::str::from_utf8(text).is_err() {
+        return false;
+    }
+    // a continuation byte (0b10xx_xxxx) is never where a character starts
+    (1..n - 1).all(|i| read(i).is_some_and(|o| o >= last || data[o] & 0xC0 != 0x80))
+}
+
 mod bytemuck_free {
     /// Integer types valid for every bit pattern.
     pub trait Plain: Copy {}
@@ -80,6 +112,23 @@ mod tests {
 
     fn le64(v: &[i64]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn utf8_is_checked_per_item() {
+        let data = "aé€z".as_bytes(); // a, é (2 bytes), € (3 bytes), z
+        assert!(utf8_items_ok(data, &le64(&[0, 1, 3, 6, 7]), 8));
+        assert!(utf8_items_ok(data, &le64(&[1, 3]), 8));
+        // splits é: the concatenation is valid, its items are not
+        assert!(!utf8_items_ok(data, &le64(&[0, 2, 7]), 8));
+        assert!(!utf8_items_ok(b"a\xffb", &le64(&[0, 3]), 8));
+        assert!(
+            utf8_items_ok(b"a\xffb", &le64(&[0, 1]), 8),
+            "only the items' bytes count"
+        );
+        assert!(utf8_items_ok(b"", &[], 8));
+        let small: Vec<u8> = [0i32, 1, 3].iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert!(utf8_items_ok(data, &small, 4));
     }
 
     #[test]

@@ -115,12 +115,13 @@ fn store_commands_against_a_real_vineyardd() {
     assert_eq!(row("run-1/a")["typename"], "vineyard_kedro::Bytes");
     assert_eq!(row("run-1/a")["size"], 1000);
     assert_eq!(row("run-1/a")["namespace"], "run-1");
-    assert_eq!(row("run-1/sub/c")["namespace"], "run-1/sub");
+    // not `<namespace>/<dataset>` (two separators): in no namespace
+    assert_eq!(row("run-1/sub/c")["namespace"], "");
     assert_eq!(row("plain")["namespace"], "");
 
     let (code, out, _) = on(socket, &["ls", "-n", "run-1", "--json"]);
     assert_eq!(code, 0);
-    assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 3);
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 2);
     let (code, out, _) = on(socket, &["ls"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("NAME"), "{out}");
@@ -159,14 +160,17 @@ fn store_commands_against_a_real_vineyardd() {
     let (code, out, _) = on(socket, &["gc", "--namespace", "run-1/", "--json"]);
     assert_eq!(code, 0);
     let report: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["deleted"], 3);
+    assert_eq!(report["deleted"], 2);
     assert_eq!(report["namespace"], "run-1");
-    for (_, id) in &ids[..3] {
+    for (_, id) in &ids[..2] {
         assert!(!client.exists(*id).unwrap(), "{id} survived gc");
     }
+    assert!(client.exists(ids[2].1).unwrap(), "gc deleted run-1/sub/c");
     let (code, out, _) = on(socket, &["gc", "--namespace", "run-1"]);
     assert_eq!(code, 0, "an empty namespace is not an error");
     assert!(out.contains("deleted 0"), "{out}");
+    let (code, out, _) = on(socket, &["rm", "run-1/sub/c"]);
+    assert_eq!(code, 0, "{out}");
     assert_eq!(on(socket, &["ls", "--json"]).1.trim(), "[]");
     drop(client);
 
@@ -249,5 +253,50 @@ fn serve_runs_until_sigterm_and_cleans_up() {
     assert!(
         std::fs::symlink_metadata(&link).is_err(),
         "the socket link was left behind"
+    );
+}
+
+#[test]
+fn serve_help_says_what_the_rpc_port_exposes_and_serve_warns() {
+    let (code, out, _) = cli(&["serve", "--help"]);
+    assert_eq!(code, 0);
+    let text = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    for says in [
+        "listens on this port on every interface (0.0.0.0), without authentication",
+        "can read, write and delete every object in the store",
+    ] {
+        assert!(text.contains(says), "{out}");
+    }
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("v.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vineyard-kedro"))
+        .args(["serve", "--size", "32Mi", "--rpc-port", &port.to_string()])
+        .args(["--socket", link.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = String::new();
+    for _ in 0..2 {
+        err.read_line(&mut lines).unwrap();
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = child.wait();
+    assert!(
+        lines.contains(&format!(
+            "warning: vineyardd's RPC port {port} listens on every interface (0.0.0.0)"
+        )),
+        "{lines}"
     );
 }

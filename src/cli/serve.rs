@@ -168,6 +168,15 @@ pub(super) fn serve(
         shown.display(),
         args.size
     );
+    if let Some(port) = args.rpc_port {
+        // vineyardd 0.24.2 has no option to bind RPC to one address
+        let _ = writeln!(
+            io.err,
+            "warning: vineyardd's RPC port {port} listens on every interface (0.0.0.0) without \
+             authentication: whoever can reach it can read, write and delete every object; \
+             firewall it to the cluster's instances"
+        );
+    }
     let _ = io.err.flush();
     let outcome = loop {
         let sig = STOP_SIGNAL.load(Ordering::SeqCst);

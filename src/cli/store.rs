@@ -1,10 +1,10 @@
 //! Store commands: `ls`, `inspect`, `rm`, `gc`, `status`.
 //!
-//! Objects of a namespace are named `<namespace>/<dataset>`; the namespace of
-//! a name is everything before its last `/` (empty for plain names), and
-//! `--namespace NS` selects every name under `NS/`, nested ones included.
+//! Objects of a namespace are named `<namespace>/<dataset>` (the grammar is
+//! in `crate::names`); `--namespace NS` selects the names of namespace NS and
+//! nothing else (not `NS/x/y`, not `NSx/y`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
@@ -16,9 +16,9 @@ use crate::object::{ObjectId, ObjectMeta};
 /// Upper bound of names asked for in one `list_name` request.
 const LIST_LIMIT: usize = 1 << 24;
 
-/// The namespace part of an object name.
+/// The namespace part of an object name ("" for plain and foreign names).
 pub(crate) fn namespace_of(name: &str) -> &str {
-    name.rsplit_once('/').map_or("", |(ns, _)| ns)
+    crate::names::namespace_of(name)
 }
 
 /// Bytes an object holds: its `nbytes`, else the sizes of its blobs.
@@ -65,13 +65,53 @@ fn names_under(
     Ok(match namespace {
         None => names,
         Some(ns) => {
-            let prefix = format!("{}/", ns.trim_end_matches('/'));
+            let ns = ns.strip_suffix('/').unwrap_or(ns);
+            crate::names::check_namespace(ns)?;
             names
                 .into_iter()
-                .filter(|(n, _)| n.starts_with(&prefix))
+                .filter(|(n, _)| crate::names::in_namespace(n, ns))
                 .collect()
         }
     })
+}
+
+/// The trees of `ids` in one request, and an error for each id without one;
+/// when vineyardd refuses that request, one request per object, so that a
+/// bad object costs only its own row. Errors that leave the connection
+/// unusable still fail the command.
+fn metas_each(
+    client: &mut Client,
+    ids: &[ObjectId],
+) -> crate::Result<(HashMap<ObjectId, ObjectMeta>, HashMap<ObjectId, String>)> {
+    let mut errors = HashMap::new();
+    let metas = match client.get_data(ids, false, false) {
+        Ok(metas) => metas,
+        Err(e) if e.is_fatal_to_connection() => return Err(e),
+        Err(_) => {
+            let mut metas = HashMap::new();
+            for id in ids {
+                match client.get_data(&[*id], false, false) {
+                    Ok(m) => metas.extend(m),
+                    Err(e) if e.is_fatal_to_connection() => return Err(e),
+                    Err(e) => {
+                        errors.insert(*id, e.to_string());
+                    }
+                }
+            }
+            metas
+        }
+    };
+    for id in ids {
+        if !metas.contains_key(id) && !errors.contains_key(id) {
+            // vineyardd leaves out a tree it cannot build (a member deleted
+            // under it) without failing the request
+            errors.insert(
+                *id,
+                "vineyardd returned no metadata for it (deleted meanwhile, or one of its members is gone)".into(),
+            );
+        }
+    }
+    Ok((metas, errors))
 }
 
 /// `ls [--namespace NS] [--json]`.
@@ -86,20 +126,29 @@ pub(super) fn ls(
     let mut ids: Vec<ObjectId> = names.iter().map(|(_, id)| *id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let metas = client.get_data(&ids, false, false)?;
+    let (metas, errors) = metas_each(&mut client, &ids)?;
     let rows: Vec<Value> = names
         .iter()
         .map(|(name, id)| {
             let meta = metas.get(id);
-            json!({
+            let mut row = json!({
                 "name": name,
                 "id": id.to_string(),
                 "typename": meta.and_then(ObjectMeta::typename),
                 "size": meta.and_then(object_size),
                 "namespace": namespace_of(name),
-            })
+            });
+            if let Some(e) = errors.get(id) {
+                row["error"] = e.as_str().into();
+            }
+            row
         })
         .collect();
+    for (name, id) in &names {
+        if let Some(e) = errors.get(id) {
+            let _ = writeln!(io.err, "warning: cannot read {name} ({id}): {e}");
+        }
+    }
     if json {
         writeln!(
             io.out,
@@ -222,11 +271,9 @@ pub(super) fn gc(
     json: bool,
     io: &mut Io<'_>,
 ) -> Result<(), Failure> {
-    let ns = namespace.map(|n| n.trim_end_matches('/'));
-    if ns.is_some_and(str::is_empty) {
-        return Err(Failure::Usage(
-            "the namespace must not be empty or only '/'".into(),
-        ));
+    let ns = namespace.map(|n| n.strip_suffix('/').unwrap_or(n));
+    if let Some(Err(e)) = ns.map(crate::names::check_namespace) {
+        return Err(Failure::Usage(e.to_string()));
     }
     if ns.is_none() && !orphans {
         return Err(Failure::Usage(
@@ -272,14 +319,13 @@ pub(super) fn gc(
         let found = orphan_blobs(&mut client)?;
         let ids: Vec<ObjectId> = found.orphans.iter().map(|(id, _)| *id).collect();
         let bytes: u64 = found.orphans.iter().map(|(_, n)| *n).sum();
-        client.del_data(&ids, false, false)?;
         report.insert("orphan_blobs".into(), ids.len().into());
         report.insert("orphan_bytes".into(), bytes.into());
         report.insert("blobs_in_use_skipped".into(), found.in_use.into());
         if !json {
             writeln!(
                 io.out,
-                "freed {} orphan blob(s), {} ({} unreferenced blob(s) still held by a live connection left alone)",
+                "freed {} orphan blob(s), {} ({} blob(s) held by a live connection left alone)",
                 ids.len(),
                 human_bytes(bytes),
                 found.in_use
@@ -292,39 +338,51 @@ pub(super) fn gc(
     Ok(())
 }
 
-/// What [`orphan_blobs`] found.
+/// What [`orphan_blobs`] freed.
 #[derive(Debug, Default)]
 pub(crate) struct OrphanScan {
-    /// Orphan blobs with their sizes.
+    /// Orphan blobs freed, with their sizes.
     pub orphans: Vec<(ObjectId, u64)>,
-    /// Unreferenced blobs left alone because a live connection holds them.
+    /// Blobs left alone because a live connection holds them (referenced
+    /// or not: telling would need the listing of every object).
     pub in_use: usize,
 }
 
-/// Sealed blobs that no object references and no live connection holds.
+/// Frees the sealed blobs that no object references and no live connection
+/// holds.
 ///
 /// The policy, and why it never frees a live writer's data:
+/// * Only blobs are listed. Listing every object (`list_data("*")`) makes
+///   vineyardd 0.24.2 expand each tree, and one object whose member is
+///   itself (vineyardd accepts member ids that do not exist yet) sends that
+///   expansion into endless recursion: vineyardd segfaults and the whole
+///   store is lost. So we never ask which objects reference a blob.
+/// * Instead every candidate is deleted with `force = false, deep = false`:
+///   vineyardd keeps any blob that an object still references (its own
+///   dependency record, no tree expansion), and the blobs that are gone
+///   afterwards are the orphans freed.
 /// * vineyardd lists only *sealed* blobs, so a blob still being created is
-///   never seen. Our saves seal their blobs before filling them, so a writer
-///   killed during the copy leaves sealed blobs that this finds.
-/// * Sealing (and mapping) gives the connection a reference that vineyardd
-///   drops when the connection ends. A blob with a reference belongs to a
-///   live client (a save between its seal and its metadata) and is skipped.
-/// * Blobs are listed before objects, and the objects are listed again after
-///   the reference check, so a save completing meanwhile keeps its blobs.
+///   never seen. Sealing (and mapping) gives the connection a reference that
+///   vineyardd drops when the connection ends: a blob with a reference
+///   belongs to a live client (a save between its seal and its metadata)
+///   and is skipped.
 /// * A bare blob that a client stored on purpose without any object (the
 ///   official client's `put(bytes)`) and then disconnected from looks the
 ///   same as a leak: do not use this on a store shared with such clients.
 /// * Unsealed blobs of a dead writer (killed between its allocation and its
 ///   seal requests) are invisible to every request but `clear`; only a
 ///   vineyardd restart or `clear` frees them.
+/// * The blob listing itself expands the objects whose typename is
+///   `vineyard::Blob`; a forged non-blob object with that typename and a
+///   member that is itself would still crash vineyardd. Such an object
+///   cannot be recognised before it is expanded (no request of vineyardd
+///   0.24.2 shows an object's members without expanding them).
 pub(crate) fn orphan_blobs(client: &mut Client) -> crate::Result<OrphanScan> {
     let blobs = client.list_data("vineyard::Blob", false, LIST_LIMIT)?;
-    let referenced = referenced_blobs(client)?;
     let mut scan = OrphanScan::default();
     let mut candidates = Vec::new();
     for (id, meta) in &blobs {
-        if !id.is_blob() || *id == ObjectId::EMPTY_BLOB || referenced.contains(id) {
+        if !id.is_blob() || *id == ObjectId::EMPTY_BLOB {
             continue;
         }
         if client.is_in_use(*id)? {
@@ -337,23 +395,16 @@ pub(crate) fn orphan_blobs(client: &mut Client) -> crate::Result<OrphanScan> {
             .unwrap_or(0);
         candidates.push((*id, size));
     }
-    if !candidates.is_empty() {
-        let again = referenced_blobs(client)?;
-        candidates.retain(|(id, _)| !again.contains(id));
+    if candidates.is_empty() {
+        return Ok(scan);
     }
     candidates.sort_unstable();
+    let ids: Vec<ObjectId> = candidates.iter().map(|(id, _)| *id).collect();
+    client.del_data(&ids, false, false)?;
+    let left = client.list_data("vineyard::Blob", false, LIST_LIMIT)?;
+    candidates.retain(|(id, _)| !left.contains_key(id));
     scan.orphans = candidates;
     Ok(scan)
-}
-
-/// Every blob some object's tree refers to.
-fn referenced_blobs(client: &mut Client) -> crate::Result<std::collections::HashSet<ObjectId>> {
-    let objects = client.list_data("*", false, LIST_LIMIT)?;
-    Ok(objects
-        .iter()
-        .filter(|(id, _)| !id.is_blob())
-        .flat_map(|(_, meta)| meta.blob_ids())
-        .collect())
 }
 
 /// `status [--json]`.
@@ -417,9 +468,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn namespace_is_everything_before_the_last_slash() {
+    fn namespace_is_the_part_before_the_one_slash() {
         assert_eq!(namespace_of("run-1/X_train"), "run-1");
-        assert_eq!(namespace_of("a/b/c"), "a/b");
+        assert_eq!(namespace_of("a/b/c"), "");
         assert_eq!(namespace_of("plain"), "");
     }
 

@@ -154,6 +154,30 @@ impl PyBlob {
         Ok(py.detach(|| crate::validate::offsets_ok(&bytes[range], itemsize, data_size)))
     }
 
+    /// True when every item of the string array whose `count` offsets start
+    /// `start` bytes into this blob is valid UTF-8 in `data` (offsets already
+    /// checked by `offsets_ok`). One pass with the GIL released.
+    fn utf8_ok(
+        &self,
+        py: Python<'_>,
+        start: usize,
+        count: usize,
+        itemsize: usize,
+        data: PyRef<'_, PyBlob>,
+    ) -> PyResult<bool> {
+        let bytes = self.lease.bytes.as_slice();
+        let range = count
+            .checked_mul(itemsize)
+            .and_then(|n| n.checked_add(start))
+            .filter(|end| *end <= bytes.len() && (itemsize == 4 || itemsize == 8))
+            .map(|end| start..end)
+            .ok_or_else(|| {
+                PyValueError::new_err("offsets outside the blob, or an item size other than 4 or 8")
+            })?;
+        let text = data.lease.bytes.as_slice();
+        Ok(py.detach(|| crate::validate::utf8_items_ok(text, &bytes[range], itemsize)))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Blob({}, {} bytes)",

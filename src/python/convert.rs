@@ -5,8 +5,23 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
 
+/// Nesting (dicts and lists) accepted from Python: well above any tree a
+/// put accepts (`store::MAX_TREE_DEPTH` members), and a bound on this
+/// function's recursion.
+const MAX_NESTING: usize = 2 * crate::store::MAX_TREE_DEPTH;
+
 /// Converts a Python dict/list/str/int/float/bool/None tree to JSON.
 pub fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    to_json_at(obj, 0)
+}
+
+fn to_json_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
+    if depth > MAX_NESTING {
+        return Err(crate::Error::Unsupported(format!(
+            "the metadata tree is nested deeper than {MAX_NESTING} levels"
+        ))
+        .into());
+    }
     if obj.is_none() {
         return Ok(Value::Null);
     }
@@ -37,21 +52,21 @@ pub fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
             let k: String = k
                 .extract()
                 .map_err(|_| PyTypeError::new_err("metadata keys must be str"))?;
-            m.insert(k, to_json(&v)?);
+            m.insert(k, to_json_at(&v, depth + 1)?);
         }
         return Ok(Value::Object(m));
     }
     if let Ok(l) = obj.cast::<PyList>() {
         return l
             .iter()
-            .map(|v| to_json(&v))
+            .map(|v| to_json_at(&v, depth + 1))
             .collect::<PyResult<Vec<_>>>()
             .map(Value::Array);
     }
     if let Ok(t) = obj.cast::<PyTuple>() {
         return t
             .iter()
-            .map(|v| to_json(&v))
+            .map(|v| to_json_at(&v, depth + 1))
             .collect::<PyResult<Vec<_>>>()
             .map(Value::Array);
     }

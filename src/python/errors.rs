@@ -78,13 +78,16 @@ impl From<Error> for PyErr {
             Error::Connect { .. }
             | Error::Io { .. }
             | Error::Timeout { .. }
+            | Error::Stopped { .. }
             | Error::Closed { .. } => ConnectError::new_err(msg),
             Error::StoreFull { .. } => StoreFullError::new_err(msg),
             Error::Server { .. } => ServerError::new_err(msg),
             Error::NotFound { .. } => ObjectNotFoundError::new_err(msg),
             Error::Protocol { .. } => ProtocolError::new_err(msg),
             Error::Layout { .. } => LayoutError::new_err(msg),
-            Error::Unsupported(_) | Error::Usage(_) => UnsupportedValueError::new_err(msg),
+            Error::Unsupported(_) | Error::Usage(_) | Error::Name(_) => {
+                UnsupportedValueError::new_err(msg)
+            }
             Error::Launch(_) => LaunchError::new_err(msg),
             Error::Migration { .. } => MigrationError::new_err(msg),
             Error::Map { .. } => VineyardError::new_err(msg),

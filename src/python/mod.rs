@@ -26,6 +26,20 @@ fn cli_commands() -> Vec<(String, String)> {
     crate::cli::subcommands()
 }
 
+/// The object name of `ds_name` in `namespace` (None or "": no namespace),
+/// checked against the grammar of `crate::names`.
+#[pyfunction]
+#[pyo3(signature = (namespace, ds_name))]
+fn object_name(namespace: Option<&str>, ds_name: &str) -> PyResult<String> {
+    Ok(crate::names::object_name(namespace, ds_name)?)
+}
+
+/// True when `name` is `<namespace>/<dataset>` (nothing deeper, no prefix match).
+#[pyfunction]
+fn in_namespace(name: &str, namespace: &str) -> bool {
+    crate::names::in_namespace(name, namespace)
+}
+
 #[pymodule]
 mod _core {
     #[pymodule_export]
@@ -44,11 +58,12 @@ mod _core {
     #[pymodule_export]
     use super::server::{find_vineyardd, PyServer};
     #[pymodule_export]
-    use super::{cli_commands, run_cli};
+    use super::{cli_commands, in_namespace, object_name, run_cli};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::PyModuleMethods;
-        m.add("__version__", env!("CARGO_PKG_VERSION"))
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("MAX_NAME_BYTES", crate::names::MAX_NAME_BYTES)
     }
 }

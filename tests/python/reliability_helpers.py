@@ -147,7 +147,7 @@ def churn(socket: str, writer: str, seconds: float) -> dict:
     from vineyard.contrib.kedro.io import VineyardDataSet
 
     deadline = time.monotonic() + seconds
-    slots = [VineyardDataSet(ds_name=f"slot{k}", vineyard_ipc_socket=socket, namespace=f"conc/{writer}") for k in range(3)]
+    slots = [VineyardDataSet(ds_name=f"slot{k}", vineyard_ipc_socket=socket, namespace=f"conc-{writer}") for k in range(3)]
     last: dict[int, int] = {}
     saves = loads = 0
     mismatch = None

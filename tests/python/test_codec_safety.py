@@ -265,3 +265,34 @@ def test_failed_put_leaves_nothing_and_keeps_the_name(small_vineyardd):
     assert c.status()["memory_usage"] == before
     np.testing.assert_array_equal(get_value(c, name="keep"), np.arange(10))
     c.close()
+
+
+@pytest.mark.parametrize("flavour", ["object", {"storage": "pyarrow", "na": "nan"}])
+def test_invalid_utf8_in_a_string_column_fails_the_load(client, vineyardd, flavour):
+    """As the probe did it: in-bounds offsets over bytes that are not UTF-8
+    (each item cuts "é" in two). The load fails with a LayoutError (a
+    DatasetError through the dataset) instead of a later pandas error."""
+    from vineyard.contrib.kedro._compat import DatasetError
+    from vineyard.contrib.kedro.codec.pandas_arrays import _string_tree
+    from vineyard.contrib.kedro.io import VineyardDataSet
+
+    data = pa.py_buffer("aébc".encode())
+    offsets = pa.py_buffer(np.array([0, 2, 4, 5], dtype=np.int64).tobytes())  # "a\xc3", "\xa9b", "c"
+    bad = pa.Array.from_buffers(pa.large_string(), 3, [None, offsets, data])
+    w = Writer()
+    tree = encode(pd.DataFrame({"s": ["x", "y", "z"]}), w)
+    tree["__values_-value-0"] = _string_tree(bad, w, flavour)
+    object_id, _, _ = client.put(tree, w.buffers, name=f"bad/utf8_{len(str(flavour))}", persist=True)
+    with pytest.raises(LayoutError, match="not valid UTF-8"):
+        get_value(client, id=object_id)
+    ds = VineyardDataSet(ds_name=f"utf8_{len(str(flavour))}", namespace="bad", vineyard_ipc_socket=vineyardd.socket)
+    with pytest.raises(DatasetError, match="not valid UTF-8"):
+        ds.load()
+    ds.release()
+    good = pa.Array.from_buffers(pa.large_string(), 2, [None, pa.py_buffer(np.array([0, 1, 5], dtype=np.int64).tobytes()), data])
+    w = Writer()
+    tree = encode(pd.DataFrame({"s": ["x", "y"]}), w)
+    tree["__values_-value-0"] = _string_tree(good, w, flavour)
+    object_id, _, _ = client.put(tree, w.buffers, persist=False)
+    assert get_value(client, id=object_id)["s"].tolist() == ["a", "ébc"]
+    client.delete([object_id])

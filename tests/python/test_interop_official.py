@@ -228,3 +228,32 @@ def test_our_package_works_without_the_official_one(client):
     df = numeric_frame(10)
     put_value(client, df, name="alone/frame")
     pd.testing.assert_frame_equal(get_value(client, name="alone/frame"), df, check_exact=True)
+
+
+SIGNED_SCRIPT = """
+    import os, pickle
+    import numpy as np
+    import vineyard
+    client = vineyard.connect(os.environ["SOCKET"])
+    res = {"set": client.get(name="signed/set"), "objects": client.get(name="signed/objects").tolist()}
+    client.put(np.array(["x", 1, None], dtype=object), persist=True, name="theirs/objects")
+    with open(os.environ["RESULT"], "wb") as f:
+        pickle.dump(res, f)
+"""
+
+
+def test_signed_pickles_and_the_official_client(client, vineyardd, official_python, tmp_path, monkeypatch):
+    """The official client reads our signed pickles (it ignores the signature
+    key); with a secret set, its object tensors are refused unless allowed."""
+    from vineyard.contrib.kedro.codec.signing import ENV_SECRET, UnsignedPickleError
+
+    monkeypatch.setenv(ENV_SECRET, "shared-secret")
+    put_value(client, {1, 2, 3}, name="signed/set")
+    put_value(client, np.array([{"k": 1}, "s", None], dtype=object), name="signed/objects")
+    res = run(official_python, vineyardd.socket, SIGNED_SCRIPT, tmp_path)
+    assert res == {"set": {1, 2, 3}, "objects": [{"k": 1}, "s", None]}
+    with pytest.raises(UnsignedPickleError, match=r"vineyard::Tensor<object>: refusing to unpickle an unsigned pickle"):
+        get_value(client, name="theirs/objects")
+    assert get_value(client, name="theirs/objects", allow_unsigned_pickle=True).tolist() == ["x", 1, None]
+    monkeypatch.delenv(ENV_SECRET)
+    assert get_value(client, name="theirs/objects").tolist() == ["x", 1, None]

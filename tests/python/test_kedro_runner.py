@@ -148,3 +148,22 @@ def test_entry_point_hook_is_off_unless_enabled(monkeypatch, vineyardd):
     entry_point_hook.before_pipeline_run(run_params={}, pipeline=every_type_pipeline(), catalog=catalog)
     assert "frame" not in catalog
     entry_point_hook.after_pipeline_run()
+
+
+def test_a_dataset_name_outside_the_grammar_stays_in_memory(vineyardd, caplog):
+    """A Kedro dataset named with a "/" cannot be a vineyard name (see
+    README, Names): the run keeps it in Kedro's default dataset, says so,
+    and sends the others through vineyard."""
+    c = _core.Client(vineyardd.socket)
+    seen = []
+    p = pipeline(
+        [
+            node(lambda: (np.arange(3), np.ones(2)), None, ["models/a", "b"], name="make"),
+            node(lambda a, b: seen.append((a.tolist(), b.tolist())) or "ok", ["models/a", "b"], "verdict", name="use"),
+        ]
+    )
+    with caplog.at_level(logging.WARNING, logger="vineyard.contrib.kedro"):
+        SequentialRunner(vineyard_ipc_socket=vineyardd.socket).run(p, DataCatalog({"verdict": MemoryDataset()}))
+    assert seen == [([0, 1, 2], [1.0, 1.0])]
+    assert "dataset 'models/a' stays in memory" in caplog.text
+    assert all("models" not in n for n, _ in c.list_names())

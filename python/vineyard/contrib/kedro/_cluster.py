@@ -88,10 +88,10 @@ def delete_everywhere(sockets_or_clients: Sequence[Any], object_ids: Iterable[in
 
 
 def delete_namespace_everywhere(sockets_or_clients: Sequence[Any], prefix: str) -> list[int]:
-    """Drops every name starting with ``prefix`` and deletes, cluster-wide,
-    the objects they point to, their copies, and objects left over from
-    earlier copies of that namespace (their ``__name`` starts with
-    ``prefix``); returns the ids deleted or retired (sorted)."""
+    """Drops every name of namespace ``prefix`` (``ns`` or ``ns/``; see
+    ``_core.in_namespace``) and deletes, cluster-wide, the objects they point
+    to, their copies, and objects left over from earlier copies of that
+    namespace; returns the ids deleted or retired (sorted)."""
     return _clients(sockets_or_clients)[0].delete_namespace(prefix)
 
 

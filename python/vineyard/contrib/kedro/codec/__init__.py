@@ -33,7 +33,8 @@ from vineyard.contrib.kedro.errors import LayoutError, UnsupportedValueError, Vi
 from .numpy_codec import encode_ndarray
 from .pickle_codec import encode_pickle
 from .python_codec import encode_python
-from .registry import Reader, Writer, decode
+from .registry import NeedsPickle, Reader, Writer, decode
+from .signing import current_secret
 
 
 class PutInfo(NamedTuple):
@@ -81,10 +82,21 @@ def encode(value: Any, w: Writer) -> dict:
     return encode_pickle(value, w)
 
 
+def encode_value(value: Any, secret: bytes | None = None) -> tuple[dict, Writer]:
+    """The tree of `value` and its writer: its own layout, or, when part of
+    it has no safe layout (`NeedsPickle`), the whole value as one pickle."""
+    w = Writer(secret)
+    try:
+        return encode(value, w), w
+    except NeedsPickle:
+        w = Writer(secret)
+        return encode_pickle(value, w), w
+
+
 def typename_of(value: Any) -> str:
     """The typename `put_value` would give `value`'s root object (this builds
     the layout without storing anything, so it may pickle)."""
-    return encode(value, Writer())["typename"]
+    return encode_value(value)[0]["typename"]
 
 
 def put_value(client: Any, value: Any, name: str | None = None, persist: bool = True) -> PutInfo:
@@ -95,9 +107,8 @@ def put_value(client: Any, value: Any, name: str | None = None, persist: bool = 
     core's errors (`StoreFullError`, `ConnectError`, ...) when storing fails;
     a failed put leaves nothing behind and the name untouched.
     """
-    w = Writer()
     try:
-        tree = encode(value, w)
+        tree, w = encode_value(value, current_secret())
     except (VineyardError, MemoryError):
         raise
     except RecursionError as e:
@@ -107,24 +118,33 @@ def put_value(client: Any, value: Any, name: str | None = None, persist: bool = 
     return PutInfo(object_id, nbytes, tree["typename"], replaced)
 
 
-def get_value(client: Any, id: int | None = None, name: str | None = None) -> Any:  # noqa: A002 - the core's spelling
+def get_value(
+    client: Any,
+    id: int | None = None,  # noqa: A002 - the core's spelling
+    name: str | None = None,
+    allow_unsigned_pickle: bool = False,
+) -> Any:
     """Loads the object with this id (or name) and rebuilds its value.
 
     Raises `ObjectNotFoundError` for an unknown id or name and `LayoutError`
-    when the object's metadata does not describe a valid value of its type.
+    when the object's metadata does not describe a valid value of its type;
+    with a secret configured, `UnsignedPickleError` (a `LayoutError`) for a
+    pickle without a valid signature unless `allow_unsigned_pickle`.
     """
+    secret = current_secret()
     _, meta, blobs = client.get(id=id, name=name)
-    return decode_meta(meta, blobs)
+    return decode_meta(meta, blobs, secret, allow_unsigned_pickle)
 
 
-def decode_meta(meta: dict, blobs: dict) -> Any:
-    """Rebuilds a value from a metadata tree and its mapped blobs."""
+def decode_meta(meta: dict, blobs: dict, secret: bytes | None = None, allow_unsigned_pickle: bool = False) -> Any:
+    """Rebuilds a value from a metadata tree and its mapped blobs; pickles
+    are checked against `secret` (see `signing`)."""
     try:
-        return decode(meta, Reader(blobs))
+        return decode(meta, Reader(blobs, secret, allow_unsigned_pickle))
     except (VineyardError, ImportError):
         raise
     except (KeyError, IndexError, TypeError, ValueError, OverflowError, AttributeError, RecursionError) as e:
         raise LayoutError(f"cannot rebuild a {meta.get('typename') if isinstance(meta, dict) else '?'}: {type(e).__name__}: {e}") from e
 
 
-__all__ = ["PutInfo", "decode_meta", "encode", "get_value", "put_value", "typename_of"]
+__all__ = ["PutInfo", "decode_meta", "encode", "encode_value", "get_value", "put_value", "typename_of"]

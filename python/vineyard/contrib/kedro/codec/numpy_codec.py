@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .registry import EXTRA, LayoutError, Reader, Writer, decoder, jdump, jload, shape_of, typename, unpickle
+from .registry import EXTRA, LayoutError, Reader, Writer, decoder, jdump, jload, shape_of, typename
 
 #: numpy names whose C++ spelling the official client uses in the typename.
 _CPP_NAME = {"int32": "int", "float32": "float", "float64": "double"}
@@ -134,7 +134,7 @@ def tensor_tree(a: np.ndarray, w: Writer) -> dict:
 def object_tensor_tree(a: np.ndarray, w: Writer) -> dict:
     """An object array as the official ``Tensor<object>`` (in-band pickle)."""
     payload = pickle.dumps(a, protocol=5)
-    return {
+    tree = {
         "typename": "vineyard::Tensor<object>",
         "value_type_": "object",
         "value_type_meta_": "|O",
@@ -143,8 +143,8 @@ def object_tensor_tree(a: np.ndarray, w: Writer) -> dict:
         "order_": '"F"' if a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous else '"C"',
         "nbytes": len(payload),
         EXTRA + "size_": len(payload),
-        "buffer_": w.bytes(payload),
     }
+    return w.pickle(tree, payload)
 
 
 def encode_ndarray(a: np.ndarray, w: Writer) -> dict:
@@ -191,7 +191,7 @@ def decode_string_tensor(meta: dict, r: Reader) -> np.ndarray:
 def decode_object_tensor(meta: dict, r: Reader) -> Any:
     size = meta.get(EXTRA + "size_")
     view = r.bytes_view(meta, "buffer_", size if isinstance(size, int) and not isinstance(size, bool) else None, shared=True)
-    return unpickle(memoryview(view), "vineyard::Tensor<object>")
+    return r.unpickle(meta, memoryview(view))
 
 
 @decoder("vineyard::Tensor<", prefix=True)

@@ -8,15 +8,13 @@
 | other object columns | ``vineyard::Tensor<object>`` (official: an in-band pickle) |
 | nullable ``Int*``/``UInt*``/``Float*``/``boolean`` | ``vineyard_kedro::MaskedArray`` ``{dtype_, data_: Tensor, mask_: Tensor<bool>}`` (zero-copy) |
 | categorical | ``vineyard_kedro::Categorical`` ``{ordered_, codes_: Tensor, categories_: index}`` |
-| tz-aware datetimes | ``vineyard_kedro::DatetimeTZArray`` ``{tz_, tz_pickle_, value_: Tensor<datetime64[unit]> (UTC)}`` |
+| tz-aware datetimes | ``vineyard_kedro::DatetimeTZArray`` ``{tz_, tz_spec_ (JSON, see `timezones`), value_: Tensor<datetime64[unit]> (UTC)}``; a zone without a JSON spec: ``vineyard::PickleBuffer`` |
 | ``pd.ArrowDtype`` | ``vineyard_kedro::ArrowExtensionArray`` ``{value_: Arrow chunked array}`` (zero-copy) |
 | anything else (Period, Interval, Sparse, custom extension arrays) | ``vineyard::PickleBuffer`` (pickle 5, buffers out of band) |
 """
 
 from __future__ import annotations
 
-import base64
-import pickle
 from typing import Any
 
 import numpy as np
@@ -26,7 +24,8 @@ import pyarrow as pa
 from .arrow_codec import array_tree, decode_arrow_array, encode_arrow
 from .numpy_codec import decode_raw_tensor, is_raw, object_tensor_tree, tensor_tree
 from .pickle_codec import encode_pickle
-from .registry import EXTRA, OURS, LayoutError, Reader, Writer, decode, decoder, jdump, jload, member, typename, unpickle
+from .registry import EXTRA, OURS, LayoutError, Reader, Writer, decode, decoder, jdump, jload, member, typename
+from .timezones import tz_from_spec, tz_spec
 
 MASKED = OURS + "MaskedArray"
 CATEGORICAL = OURS + "Categorical"
@@ -120,10 +119,13 @@ def encode_values(values: Any, w: Writer) -> dict:
         tz = getattr(dtype, "tz", None)
         if tz is None:
             return tensor_tree(raw, w)
+        spec = tz_spec(tz)
+        if spec is None:
+            return encode_pickle(values, w)
         return {
             "typename": DATETIME_TZ,
             "tz_": str(tz),
-            "tz_pickle_": base64.b64encode(pickle.dumps(tz, protocol=5)).decode("ascii"),
+            "tz_spec_": jdump(spec),
             "nbytes": int(raw.nbytes),
             "value_": tensor_tree(raw, w),
         }
@@ -221,7 +223,12 @@ def decode_datetime_tz(meta: dict, r: Reader) -> Any:
     if raw.ndim != 1 or raw.dtype.kind != "M":
         raise LayoutError(f"{DATETIME_TZ}: values must be 1-D datetime64")
     try:
-        tz = unpickle(base64.b64decode(meta["tz_pickle_"]), DATETIME_TZ) if "tz_pickle_" in meta else meta["tz_"]
+        if "tz_spec_" in meta:
+            tz = tz_from_spec(jload(meta, "tz_spec_"))
+        elif "tz_pickle_" in meta:
+            raise LayoutError(f"{DATETIME_TZ}: a pickled time zone (written by an earlier vineyard-kedro) is never unpickled; save the value again")
+        else:
+            tz = meta["tz_"]
         unit = np.datetime_data(raw.dtype)[0]
         dtype = pd.DatetimeTZDtype(unit=unit, tz=tz)
     except (KeyError, TypeError, ValueError) as e:

@@ -95,7 +95,7 @@ def index_tree(idx: pd.Index, w: Writer) -> dict:
             "value_type_": "int64",
             "nbytes": 0,
             EXTRA + "range_": jdump([idx.start, idx.stop, idx.step]),
-            "value_": {"typename": "vineyard::PickleBuffer", "size_": len(data), "nbytes": len(data), "buffer_": w.bytes(data)},
+            "value_": w.pickle({"typename": "vineyard::PickleBuffer", "size_": len(data), "nbytes": len(data)}, data),
         }
         put_name(tree, idx.name)
         return tree

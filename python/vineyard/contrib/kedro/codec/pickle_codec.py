@@ -13,7 +13,8 @@ copy-on-write views of those blobs, so such arrays come back zero-copy and
 editable (a write copies only the pages it touches). Without out-of-band
 buffers the object is exactly what the official client writes and reads.
 
-Loading a pickle runs code named by the data: only load from a store you trust.
+Loading a pickle runs code named by the data: with a secret configured, only
+pickles signed with it load (see `signing`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from .registry import Reader, UnsupportedValueError, Writer, decoder, get_int, unpickle
+from .registry import Reader, UnsupportedValueError, Writer, decoder, get_int
 
 TYPENAME = "vineyard::PickleBuffer"
 MAX_BUFFERS = 1 << 20
@@ -43,7 +44,7 @@ def encode_pickle(value: Any, w: Writer, typename: str = TYPENAME) -> dict:
         raise UnsupportedValueError(
             f"cannot store a {type(value).__module__}.{type(value).__qualname__}: it does not pickle ({type(e).__name__}: {e})"
         ) from e
-    tree: dict[str, Any] = {"typename": typename, "size_": len(payload), "buffer_": w.bytes(payload)}
+    tree: dict[str, Any] = w.pickle({"typename": typename, "size_": len(payload)}, payload)
     total = len(payload)
     if raws:
         tree["__buffers_-size"] = len(raws)
@@ -61,7 +62,7 @@ def decode_pickle(meta: dict, r: Reader) -> Any:
     stream = r.bytes_view(meta, "buffer_", n, shared=True)
     k = get_int(meta, "__buffers_-size", 0, hi=MAX_BUFFERS)
     buffers = [r.bytes_view(meta, f"__buffers_-{i}") for i in range(k)]
-    return unpickle(memoryview(stream), TYPENAME, buffers=buffers)
+    return r.unpickle(meta, memoryview(stream), buffers=buffers)
 
 
 __all__ = ["TYPENAME", "decode_pickle", "encode_pickle"]

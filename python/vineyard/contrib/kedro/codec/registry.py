@@ -11,7 +11,7 @@ checked before a view is made, and a violation raises `LayoutError`.
 
 from __future__ import annotations
 
-import base64
+import datetime
 import json
 import math
 import pickle
@@ -20,6 +20,8 @@ from typing import Any, Callable
 import numpy as np
 
 from vineyard.contrib.kedro.errors import LayoutError, UnsupportedValueError
+
+from . import signing
 
 #: The zero-length blob (never allocated; valid wherever a blob is).
 EMPTY_BLOB_ID = 0x8000000000000000
@@ -45,11 +47,19 @@ class Writer:
     them for as long as the writer lives.
     """
 
-    __slots__ = ("buffers", "keep")
+    __slots__ = ("buffers", "keep", "secret")
 
-    def __init__(self) -> None:
+    def __init__(self, secret: bytes | None = None) -> None:
         self.buffers: list[Any] = []
         self.keep: list[Any] = []
+        #: The pickle-signing secret (see `signing`), None for unsigned pickles.
+        self.secret = secret
+
+    def pickle(self, tree: dict, payload: bytes) -> dict:
+        """`tree` (a pickle object whose stream is `payload`) with the
+        stream as its ``buffer_`` blob, signed when there is a secret."""
+        tree["buffer_"] = self.bytes(payload)
+        return signing.sign(tree, payload, self.secret)
 
     def _add(self, src: Any, keep: Any = None) -> dict:
         self.buffers.append(src)
@@ -125,12 +135,21 @@ def parse_id(text: Any, where: str = "") -> int:
 
 
 class Reader:
-    """The mapped blobs of one get, with bounds-checked views."""
+    """The mapped blobs of one get, with bounds-checked views, and the
+    policy for the pickles in it (see `signing`)."""
 
-    __slots__ = ("blobs",)
+    __slots__ = ("allow_unsigned", "blobs", "secret")
 
-    def __init__(self, blobs: dict) -> None:
+    def __init__(self, blobs: dict, secret: bytes | None = None, allow_unsigned: bool = False) -> None:
         self.blobs = blobs
+        self.secret = secret
+        self.allow_unsigned = allow_unsigned
+
+    def unpickle(self, meta: dict, stream: Any, buffers: Any = None) -> Any:
+        """Unpickles the stream of the pickle object `meta`, once its
+        signature is checked (the only way our decoders unpickle)."""
+        signing.check(meta, stream, self.secret, self.allow_unsigned)
+        return unpickle(stream, typename(meta), buffers)
 
     def blob(self, meta: Any, key: str) -> Any:
         """The `Blob` that member `key` of `meta` refers to."""
@@ -282,8 +301,15 @@ def shape_of(meta: dict, key: str = "shape_") -> tuple[int, ...]:
 # Labels are stored twice when needed: as plain JSON in the keys the official
 # readers use, and, when plain JSON would not give the same Python value back,
 # exactly in a tagged form of ours: JSON scalars stand for themselves,
-# {"t": [...]} is a tuple, {"f": "nan"} a non-finite float, {"p": base64} a
-# pickled label.
+# {"t": [...]} is a tuple, {"f": "nan"} a non-finite float, {"n": [dtype,
+# value]} a numpy scalar, {"ts": [ns, unit]} a tz-naive pandas Timestamp,
+# {"dt": iso} / {"d": iso} a naive datetime / a date. Nothing else is a
+# label of ours: a value holding any other label is stored whole as a pickle
+# object (`NeedsPickle`), so a label never runs code when it is read.
+
+
+class NeedsPickle(Exception):
+    """Part of a value has no safe layout: store the whole value as a pickle."""
 
 
 def plain_label(x: Any) -> Any:
@@ -301,19 +327,31 @@ def plain_label(x: Any) -> Any:
 
 def exact_label(x: Any) -> Any:
     """A JSON-able encoding of a label that `decode_label` turns back into an
-    equal value of the same type."""
-    if x is None or type(x) in (str, int, bool):
+    equal value of the same type; raises `NeedsPickle` for other labels."""
+    t = type(x)
+    if x is None or t in (str, int, bool):
         return x
-    if type(x) is float:
+    if t is float:
         return x if math.isfinite(x) else {"f": repr(x)}
-    if type(x) is tuple:
+    if t is tuple:
         return {"t": [exact_label(v) for v in x]}
-    return {"p": base64.b64encode(pickle.dumps(x, protocol=5)).decode("ascii")}
+    if isinstance(x, (np.integer, np.floating, np.bool_)) and t.__module__ == "numpy":
+        v = x.item()
+        return {"n": [x.dtype.str, v if not isinstance(v, float) or math.isfinite(v) else repr(v)]}
+    if t is datetime.datetime and x.tzinfo is None:
+        return {"dt": x.isoformat()}
+    if t is datetime.date:
+        return {"d": x.isoformat()}
+    if t.__name__ == "Timestamp" and t.__module__.startswith("pandas") and x.tz is None:
+        unit = getattr(x, "unit", "ns")
+        return {"ts": [int(x.asm8.view("int64")), unit]}
+    raise NeedsPickle(f"a label of type {t.__module__}.{t.__qualname__}")
 
 
 def unpickle(data: Any, what: str, buffers: Any = None) -> Any:
     """pickle.loads on data read from the store: a corrupt stream (any error
-    while unpickling) is a LayoutError naming `what`, never a stray exception."""
+    while unpickling) is a LayoutError naming `what`, never a stray exception.
+    Decoders call `Reader.unpickle`, which checks the signature first."""
     try:
         return pickle.loads(data, fix_imports=True, buffers=buffers)
     except LayoutError:
@@ -322,15 +360,46 @@ def unpickle(data: Any, what: str, buffers: Any = None) -> Any:
         raise LayoutError(f"{what}: the pickle is corrupt: {type(e).__name__}: {e}") from e
 
 
+_NUMPY_LABEL_KINDS = "biuf"
+
+
+def _decode_tagged(x: dict) -> Any:
+    if "t" in x and isinstance(x["t"], list):
+        return tuple(decode_label(v) for v in x["t"])
+    if "f" in x and x["f"] in ("nan", "inf", "-inf"):
+        return float(x["f"])
+    if "n" in x and isinstance(x["n"], list) and len(x["n"]) == 2 and isinstance(x["n"][0], str):
+        dt = np.dtype(x["n"][0])
+        if dt.kind not in _NUMPY_LABEL_KINDS:
+            raise ValueError(f"not a numeric dtype: {dt}")
+        v = x["n"][1]
+        return dt.type(float(v) if isinstance(v, str) else v)
+    if "dt" in x and isinstance(x["dt"], str):
+        return datetime.datetime.fromisoformat(x["dt"])
+    if "d" in x and isinstance(x["d"], str):
+        return datetime.date.fromisoformat(x["d"])
+    if "ts" in x and isinstance(x["ts"], list) and len(x["ts"]) == 2 and type(x["ts"][0]) is int:
+        import pandas as pd
+
+        unit = x["ts"][1]
+        if unit not in ("s", "ms", "us", "ns"):
+            raise ValueError(f"bad unit {unit!r}")
+        return pd.Timestamp(np.datetime64(x["ts"][0], unit))
+    if "p" in x:
+        raise LayoutError(
+            "a pickled label (written by an earlier vineyard-kedro): labels are never unpickled; save the value again"
+        )
+    raise LayoutError(f"bad label encoding {x!r}")
+
+
 def decode_label(x: Any) -> Any:
     if isinstance(x, dict):
-        if "t" in x and isinstance(x["t"], list):
-            return tuple(decode_label(v) for v in x["t"])
-        if "f" in x and x["f"] in ("nan", "inf", "-inf"):
-            return float(x["f"])
-        if "p" in x and isinstance(x["p"], str):
-            return unpickle(base64.b64decode(x["p"]), "label")
-        raise LayoutError(f"bad label encoding {x!r}")
+        try:
+            return _decode_tagged(x)
+        except LayoutError:
+            raise
+        except (TypeError, ValueError, OverflowError) as e:
+            raise LayoutError(f"bad label encoding {x!r}: {e}") from None
     if isinstance(x, list):  # a tuple label written by the official client
         return tuple(decode_label(v) for v in x)
     return x
@@ -416,6 +485,7 @@ __all__ = [
     "EXTRA",
     "OURS",
     "LayoutError",
+    "NeedsPickle",
     "Reader",
     "UnsupportedValueError",
     "Writer",

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from vineyard.contrib.kedro import _connection
+from vineyard.contrib.kedro import _connection, _core
 from vineyard.contrib.kedro._compat import AbstractDataset, DatasetError
 from vineyard.contrib.kedro.errors import ConnectError, ObjectNotFoundError, VineyardError
 
@@ -40,7 +40,8 @@ class VineyardDataSet(AbstractDataset):
     vineyard clients read them too.
 
     The object is named ``ds_name``, or ``<namespace>/<ds_name>`` when a
-    namespace is given (argument, else ``VINEYARD_KEDRO_NAMESPACE``). The
+    namespace is given (argument, else ``VINEYARD_KEDRO_NAMESPACE``); neither
+    may contain ``/`` and the name is at most 4096 bytes. The
     vineyardd is ``vineyard_ipc_socket``, else ``VINEYARD_IPC_SOCKET``, else
     the embedded vineyardd started by the vineyard runners.
 
@@ -69,9 +70,11 @@ class VineyardDataSet(AbstractDataset):
         [1, 2]
         >>> dataset.release()
 
-    Security: anyone who can open the vineyardd socket can read every object
-    in it, and values stored as pickles run code when they are loaded. Keep the
-    socket private (the embedded vineyardd's directory is mode 0700).
+    Security: anyone who can open the vineyardd socket can read and replace
+    every object in it, and values stored as pickles run code when they are
+    loaded. Keep the socket private (the embedded vineyardd's directory is
+    mode 0700); on a shared vineyardd set ``VINEYARD_KEDRO_SECRET`` so that
+    only pickles signed with it load (README, "Security").
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class VineyardDataSet(AbstractDataset):
         vineyard_ipc_socket: str | None = None,
         namespace: str | None = None,
         metadata: dict[str, Any] | None = None,
+        allow_unsigned_pickle: bool = False,
     ) -> None:
         """Creates a dataset; nothing connects until the first load or save.
 
@@ -90,6 +94,10 @@ class VineyardDataSet(AbstractDataset):
             namespace: Prefix of the object name (``<namespace>/<ds_name>``).
                 Defaults to ``VINEYARD_KEDRO_NAMESPACE``, else no prefix.
             metadata: Free-form metadata for hooks and plugins; not used here.
+            allow_unsigned_pickle: Load pickles that are not signed with
+                ``VINEYARD_KEDRO_SECRET`` (no effect without a secret: then
+                every pickle loads). Pickles run code: allow this only when
+                everyone who can write to the vineyardd is trusted.
         """
         if not ds_name or not isinstance(ds_name, str):
             raise DatasetError(f"VineyardDataSet needs a non-empty ds_name, got {ds_name!r}")
@@ -97,6 +105,11 @@ class VineyardDataSet(AbstractDataset):
         self.vineyard_ipc_socket = vineyard_ipc_socket
         self.namespace = namespace if namespace is not None else (os.environ.get(_connection.ENV_NAMESPACE) or None)
         self.metadata = metadata
+        try:
+            self._object_name = _core.object_name(self.namespace, ds_name)
+        except VineyardError as exc:
+            raise DatasetError(f"VineyardDataSet {ds_name[:60]!r}: {exc} (names: README, 'Names')") from exc
+        self.allow_unsigned_pickle = bool(allow_unsigned_pickle)
 
     # Kedro aliases _load/_save to load/save (and wraps them with logging and
     # DatasetError); instances pickle as plain configuration, since clients
@@ -106,8 +119,9 @@ class VineyardDataSet(AbstractDataset):
 
     @property
     def object_name(self) -> str:
-        """The vineyard name the value is stored under."""
-        return f"{self.namespace}/{self.ds_name}" if self.namespace else self.ds_name
+        """The vineyard name the value is stored under (``<namespace>/<ds_name>``
+        or ``ds_name``; neither part may contain ``/``)."""
+        return self._object_name
 
     def _socket(self) -> tuple[str, str]:
         return _connection.resolve_socket(self.vineyard_ipc_socket)
@@ -135,7 +149,9 @@ class VineyardDataSet(AbstractDataset):
         socket, origin = self._socket()
         start = time.perf_counter()
         try:
-            value = get_value(_connection.client_for(socket), name=self.object_name)
+            value = get_value(
+                _connection.client_for(socket), name=self.object_name, allow_unsigned_pickle=self.allow_unsigned_pickle
+            )
         except ObjectNotFoundError as exc:
             raise DatasetError(
                 f"No object named '{self.object_name}' in {self._where(socket, origin)}: it was never saved, "

@@ -100,7 +100,11 @@ class VineyardRun:
         for name in sorted(pipeline_datasets(self.pipeline) - inputs):
             if name == "parameters" or name.startswith("params:") or catalog_has(self.catalog, name):
                 continue
-            dataset = VineyardDataSet(ds_name=name, vineyard_ipc_socket=self.socket, namespace=self.namespace)
+            try:
+                dataset = VineyardDataSet(ds_name=name, vineyard_ipc_socket=self.socket, namespace=self.namespace)
+            except DatasetError as exc:  # a name outside the grammar (a "/" in it): Kedro's default keeps it
+                logger.warning("vineyard: dataset %r stays in memory: %s", name, exc)
+                continue
             catalog_add(self.catalog, name, dataset)
             self.registered.append(name)
         logger.debug(
