@@ -165,7 +165,7 @@ def test_catalog_commands_through_kedro_and_a_run(tmp_path, vineyardd):
         assert run.returncode == 0, run.stdout[-3000:]
         assert accuracy(run.stdout) == 0.933
         for name in INTERMEDIATES:
-            assert f"Saving data to {name} (VineyardDataSet)" in run.stdout, name
+            assert f"Saving data to {name} (VineyardDataset)" in run.stdout, name
         assert client.list_names("catalog-test/*") == []
         assert client.status()["memory_usage"] == baseline
     finally:

@@ -44,7 +44,7 @@ def test_runner_with_embedded_vineyardd(iris, runner):
     assert not socket.exists() and not socket.parent.exists()
     assert "objects saved" in out  # the end-of-run summary line
     if runner != "ParallelRunner":  # workers do not run dataset hooks/logging in the parent
-        assert "(VineyardDataSet)" in out
+        assert "(VineyardDataset)" in out
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
@@ -172,10 +172,10 @@ def test_hook_entry_point_with_kedros_default_runner(iris, vineyardd):
     result = kedro(iris, "run", env=env)
     assert result.returncode == 0, result.stdout[-4000:]
     assert accuracy(result.stdout) == EXPECTED
-    assert "Saving data to X_train (VineyardDataSet)" in result.stdout
+    assert "Saving data to X_train (VineyardDataset)" in result.stdout
     assert set(c.list_names()) == names_before
     off = kedro(iris, "run", env=kedro_env(VINEYARD_IPC_SOCKET=vineyardd.socket))
-    assert "(VineyardDataSet)" not in off.stdout
+    assert "(VineyardDataset)" not in off.stdout
 
 
 LOGGING_018 = """version: 1

@@ -1,10 +1,11 @@
-"""``VineyardDataSet``: a Kedro dataset stored in vineyard shared memory."""
+"""``VineyardDataset``: a Kedro dataset stored in vineyard shared memory."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
+import warnings
 from typing import Any
 
 from vineyard.contrib.kedro import _connection
@@ -12,6 +13,17 @@ from vineyard.contrib.kedro._compat import AbstractDataset, DatasetError
 from vineyard.contrib.kedro.errors import ConnectError, ObjectNotFoundError, VineyardError
 
 logger = logging.getLogger(__name__)
+
+# Kedro (0.19, 1.x) warns about any catalog `type:` ending in "Set", before it
+# imports the class: the old `VineyardDataSet` spelling is our own supported
+# alias, so that warning is silenced for it (and only for it). Kedro loads this
+# module through the package's entry points before it parses the catalog.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Since kedro-datasets 2\.0, 'Dataset' is spelled with a lowercase 's'\. "
+    r"Got '(vineyard\.contrib\.kedro\.(io\.(dataset\.)?)?)?VineyardDataSet'",
+    category=UserWarning,
+)
 
 
 def _nbytes(value: Any) -> int:
@@ -29,7 +41,7 @@ def _nbytes(value: Any) -> int:
     return 0
 
 
-class VineyardDataSet(AbstractDataset):
+class VineyardDataset(AbstractDataset):
     """Stores a value in vineyard shared memory, under a vineyard name.
 
     A node writes its output once into vineyardd's shared memory; the next
@@ -49,12 +61,12 @@ class VineyardDataSet(AbstractDataset):
     .. code-block:: yaml
 
         model_input_table:
-          type: vineyard.contrib.kedro.io.dataset.VineyardDataSet
+          type: vineyard.contrib.kedro.io.dataset.VineyardDataset
           ds_name: model_input_table
 
         # every dataset the catalog does not name otherwise (Kedro >= 0.19)
         "{default}":
-          type: vineyard.contrib.kedro.io.dataset.VineyardDataSet
+          type: vineyard.contrib.kedro.io.dataset.VineyardDataset
           ds_name: "{default}"
 
     Example usage for the Python API:
@@ -92,11 +104,14 @@ class VineyardDataSet(AbstractDataset):
             metadata: Free-form metadata for hooks and plugins; not used here.
         """
         if not ds_name or not isinstance(ds_name, str):
-            raise DatasetError(f"VineyardDataSet needs a non-empty ds_name, got {ds_name!r}")
+            raise DatasetError(f"VineyardDataset needs a non-empty ds_name, got {ds_name!r}")
         self.ds_name = ds_name
         self.vineyard_ipc_socket = vineyard_ipc_socket
         self.namespace = namespace if namespace is not None else (os.environ.get(_connection.ENV_NAMESPACE) or None)
         self.metadata = metadata
+        # Set by the runners: where worker processes report their saves and
+        # loads for the run's summary (path, pid of the run's process).
+        self._stats_sink: tuple[str, int] | None = None
 
     # Kedro aliases _load/_save to load/save (and wraps them with logging and
     # DatasetError); instances pickle as plain configuration, since clients
@@ -146,6 +161,7 @@ class VineyardDataSet(AbstractDataset):
         seconds = time.perf_counter() - start
         nbytes = _nbytes(value)
         _connection.STATS.add_load(nbytes, seconds)
+        _connection.report_to(self._stats_sink, "load", nbytes, seconds)
         logger.debug("Loaded '%s' from vineyard: %d bytes in %.3f s", self.object_name, nbytes, seconds)
         return value
 
@@ -165,6 +181,7 @@ class VineyardDataSet(AbstractDataset):
             ) from exc
         seconds = time.perf_counter() - start
         _connection.STATS.add_save(info.nbytes, seconds)
+        _connection.report_to(self._stats_sink, "save", info.nbytes, seconds)
         logger.debug("Saved '%s' to vineyard: %d bytes in %.3f s", self.object_name, info.nbytes, seconds)
 
     def _exists(self) -> bool:
@@ -195,7 +212,7 @@ class VineyardDataSet(AbstractDataset):
 
 
 
-#: The modern spelling (Kedro >= 0.19 says "Dataset").
-VineyardDataset = VineyardDataSet
+#: The spelling of vineyard-kedro 0.24 and Kedro 0.18; same class.
+VineyardDataSet = VineyardDataset
 
 __all__ = ["VineyardDataSet", "VineyardDataset"]

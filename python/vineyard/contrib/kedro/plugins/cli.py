@@ -89,7 +89,7 @@ def commands() -> None:
 @commands.group(name="vineyard", context_settings={"help_option_names": list(_HELP_FLAGS)})
 def vineyard() -> None:
     """Commands for working with vineyard: see what a vineyardd holds and clean
-    it (ls, inspect, rm, gc, status), run one (serve), write VineyardDataSet
+    it (ls, inspect, rm, gc, status), run one (serve), write VineyardDataset
     catalog entries (catalog), build the image (docker) and generate the Argo
     workflow (argo) that runs the pipeline one node per pod."""
 
