@@ -112,6 +112,8 @@ class VineyardDataset(AbstractDataset):
         # Set by the runners: where worker processes report their saves and
         # loads for the run's summary (path, pid of the run's process).
         self._stats_sink: tuple[str, int] | None = None
+        # Set by the runners with keep_objects: Kedro's releases keep the object.
+        self._keep = False
 
     # Kedro aliases _load/_save to load/save (and wraps them with logging and
     # DatasetError); instances pickle as plain configuration, since clients
@@ -192,6 +194,8 @@ class VineyardDataset(AbstractDataset):
             raise self._fail("checking", socket, origin, exc) from exc
 
     def _release(self) -> None:
+        if self._keep:
+            return
         socket, origin = self._socket()
         try:
             c = _connection.client_for(socket)

@@ -11,8 +11,10 @@ rendering (serde_yaml, typed Dockerfile instructions) to the Rust core.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -44,6 +46,23 @@ def _clap_abouts() -> dict[str, str]:
     return abouts
 
 
+def _point_at_vineyardd() -> None:
+    """Before `serve`: the Rust side looks for vineyardd in $VINEYARDD, the
+    activated virtualenv and $PATH. Run as `<venv>/bin/vineyard-kedro` with the
+    venv not activated, none of them has the vineyardd pip installed next to
+    this package; find it here (this package's own site-packages, then this
+    interpreter's) and hand it over as $VINEYARDD."""
+    if os.environ.get("VINEYARDD"):
+        return
+    from vineyard.contrib.kedro._connection import _site_dirs
+
+    own = str(Path(__file__).resolve().parents[4])  # <site-packages>/vineyard/contrib/kedro/plugins
+    try:
+        os.environ["VINEYARDD"] = _core.find_vineyardd(None, [own, *_site_dirs()])
+    except Exception:  # noqa: BLE001 - not found: serve reports it, with its own message
+        pass
+
+
 class ForwardedCommand(click.Command):
     """A click command that hands its arguments, unparsed, to the Rust CLI.
 
@@ -70,6 +89,7 @@ class ForwardedCommand(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         argv = [self._program(ctx), self.name or "", *ctx.params.get("args", ())]
         if self.foreground and not any(a in _HELP_FLAGS for a in argv[2:]):
+            _point_at_vineyardd()
             sys.stdout.flush()
             sys.stderr.flush()
             ctx.exit(_core.run_cli(argv))
@@ -108,6 +128,8 @@ vineyard.add_command(argo)
 
 def main() -> None:
     """The ``vineyard-kedro`` script: the Rust command line, without Kedro."""
+    if "serve" in sys.argv[1:]:
+        _point_at_vineyardd()
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(_core.run_cli([PROGRAM, *sys.argv[1:]]))
