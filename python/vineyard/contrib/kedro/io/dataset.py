@@ -11,6 +11,7 @@ from typing import Any
 from vineyard.contrib.kedro import _connection
 from vineyard.contrib.kedro._compat import AbstractDataset, DatasetError
 from vineyard.contrib.kedro.errors import ConnectError, ObjectNotFoundError, VineyardError
+from vineyard.contrib.kedro.io._preview import TablePreview, table_preview
 
 logger = logging.getLogger(__name__)
 
@@ -206,13 +207,46 @@ class VineyardDataset(AbstractDataset):
         except VineyardError as exc:
             raise self._fail("releasing", socket, origin, exc) from exc
 
+    def _where_configured(self) -> tuple[str | None, str]:
+        """The socket and where it comes from, without starting anything."""
+        if self.vineyard_ipc_socket:
+            return self.vineyard_ipc_socket, f"vineyardd at {self.vineyard_ipc_socket}"
+        env = os.environ.get(_connection.ENV_SOCKET)
+        if env:
+            return env, f"vineyardd at {env} (from ${_connection.ENV_SOCKET})"
+        embedded = _connection.embedded_socket()
+        if embedded:
+            return embedded, f"the embedded vineyardd at {embedded}"
+        return None, "the embedded vineyardd of the run that uses it (no vineyardd configured)"
+
     def _describe(self) -> dict[str, Any]:
         return {
             "ds_name": self.ds_name,
             "object_name": self.object_name,
             "namespace": self.namespace,
             "vineyard_ipc_socket": self.vineyard_ipc_socket,
+            "stored_in": f"'{self.object_name}' in {self._where_configured()[1]}",
         }
+
+    def preview(self, nrows: int = 5, ncolumns: int = 20) -> TablePreview:
+        """kedro-viz's preview: the first `nrows` rows (and `ncolumns` columns)
+        of a frame, the head of an array, the first items of a container.
+
+        Reads only what it shows for numeric columns, arrays and Arrow data
+        (they are mapped, not copied); never starts a vineyardd.
+        """
+        from vineyard.contrib.kedro.codec import get_value
+
+        socket, where = self._where_configured()
+        if socket is None:
+            raise DatasetError(f"Cannot preview '{self.object_name}': no vineyardd configured (set {_connection.ENV_SOCKET})")
+        try:
+            value = get_value(_connection.client_for(socket), name=self.object_name)
+        except ObjectNotFoundError as exc:
+            raise DatasetError(f"No object named '{self.object_name}' in {where} to preview ({exc})") from exc
+        except VineyardError as exc:
+            raise DatasetError(f"Failed while previewing '{self.object_name}' in {where}: {exc}") from exc
+        return table_preview(value, max(0, int(nrows)), max(1, int(ncolumns)))
 
 
 
