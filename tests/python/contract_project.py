@@ -64,10 +64,7 @@ def persist(raw):
 DATASETS_PY = '''
 from pathlib import Path
 
-try:
-    from kedro.io.core import AbstractDataset
-except ImportError:  # Kedro 0.18
-    from kedro.io.core import AbstractDataSet as AbstractDataset
+from kedro.io.core import AbstractDataset
 
 
 class TextDataset(AbstractDataset):

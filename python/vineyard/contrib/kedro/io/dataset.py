@@ -250,7 +250,7 @@ class VineyardDataset(AbstractDataset):
 
 
 
-#: The spelling of vineyard-kedro 0.24 and Kedro 0.18; same class.
+#: The spelling of vineyard-kedro 0.24 (Kedro 0.18 days); same class.
 VineyardDataSet = VineyardDataset
 
 __all__ = ["VineyardDataSet", "VineyardDataset"]

@@ -74,7 +74,7 @@ def _is_parameter(name: str) -> bool:
 
 def dataset_names(pipeline: Any) -> set[str]:
     """The pipeline's datasets, parameters excluded."""
-    names = pipeline.datasets() if hasattr(pipeline, "datasets") else pipeline.data_sets()
+    names = pipeline.datasets()
     return {n for n in names if not _is_parameter(n)}
 
 
