@@ -82,26 +82,36 @@ def rss():
 
 socket = sys.argv[1]
 VineyardDataset(ds_name="tiny", namespace="t-preview", vineyard_ipc_socket=socket).preview()  # imports, connection
-ds = VineyardDataset(ds_name="big", namespace="t-preview", vineyard_ipc_socket=socket)
-before = rss()
-shown = ds.preview(nrows=5)
-after_preview = rss()
-value = ds.load()
-total = float(value.to_numpy().sum())
-after_load = rss()
-print(json.dumps({"preview": after_preview - before, "load": after_load - after_preview, "rows": len(shown["data"])}))
+out = {}
+for name in ("big", "strings"):
+    ds = VineyardDataset(ds_name=name, namespace="t-preview", vineyard_ipc_socket=socket)
+    before = rss()
+    shown = ds.preview(nrows=5)
+    after_preview = rss()
+    value = ds.load()
+    float(value.select_dtypes("number").to_numpy().sum())  # touch every number
+    after_load = rss()
+    out[name] = {"preview": after_preview - before, "load": after_load - after_preview, "rows": shown["data"]}
+    del value
+print(json.dumps(out))
 """
 
 
 def test_preview_reads_only_what_it_shows(saved, vineyardd):
-    """In a fresh process, the preview of a 256 MiB frame adds well under
-    1 MiB of resident memory; reading the whole frame adds its size (the
-    counter-check that the measure sees shared memory)."""
+    """In a fresh process, the preview of a 256 MiB numeric frame, and of a
+    frame of 2 M Python strings, adds under 1 MiB of resident memory; loading
+    the whole frame adds far more (the counter-check that the measure sees
+    shared memory and decoded strings)."""
     saved("tiny", pd.DataFrame({"a": [1]}))
     saved("big", pd.DataFrame(np.ones((4 << 20, 8))))
+    n = 2 << 20
+    saved("strings", pd.DataFrame({"i": np.arange(n), "s": pd.Series([f"value {i}" for i in range(n)], dtype=object)}))
     out = subprocess.run([sys.executable, "-c", MEASURE, vineyardd.socket], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["rows"] == 5
-    assert got["load"] > 200 << 20, got
-    assert got["preview"] < 1 << 20, got
+    assert got["big"]["rows"] == [[1.0] * 8] * 5
+    assert got["strings"]["rows"] == [[i, f"value {i}"] for i in range(5)]
+    assert got["big"]["load"] > 200 << 20, got
+    assert got["strings"]["load"] > 50 << 20, got
+    assert got["big"]["preview"] < 1 << 20, got
+    assert got["strings"]["preview"] < 1 << 20, got

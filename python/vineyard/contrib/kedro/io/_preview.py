@@ -1,18 +1,68 @@
 """kedro-viz previews: the first rows (and columns) of a stored value, as the
 ``TablePreview`` dict kedro-viz renders (pandas' ``to_dict(orient="split")``).
 
-The value is decoded by the codec, which maps numeric columns, arrays and
-Arrow buffers without copying: only the rows shown are read from shared
-memory and copied into the preview.
+Only the rows shown are read. A frame whose columns are tensors (numeric,
+or strings in Arrow buffers) with the default index is decoded from a copy of
+its metadata that says it has `nrows` rows: the column buffers are mapped,
+and only their first rows are turned into Python objects. Other values are
+decoded by the codec, which maps numeric data and Arrow buffers without
+copying, and then cut to the rows shown.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, NewType
 
 #: kedro-viz picks the renderer by the name of preview()'s return annotation
 #: (kedro_datasets._typing.TablePreview; not imported, to need no kedro-datasets).
 TablePreview = NewType("TablePreview", dict)
+
+
+def _sliced_tensor(meta: Any, k: int) -> dict | None:
+    """A 1-D tensor's metadata saying it has `k` rows, or None if it is not
+    one whose buffers allow that (raw numbers, strings in an Arrow array)."""
+    if not isinstance(meta, dict):
+        return None
+    t = meta.get("typename", "")
+    if not isinstance(t, str) or not t.startswith("vineyard::Tensor<") or "object" in t:
+        return None
+    try:
+        shape = json.loads(meta.get("shape_", ""))
+    except (TypeError, ValueError):
+        return None
+    if not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int)):
+        return None
+    out = dict(meta, shape_=json.dumps([min(k, shape[0])]))
+    buf = meta.get("buffer_")
+    if isinstance(buf, dict) and buf.get("typename") != "vineyard::Blob":
+        if not isinstance(buf.get("length_"), int):
+            return None
+        out["buffer_"] = dict(buf, length_=min(k, buf["length_"]), null_count_=-1)  # -1: Arrow counts them
+    return out
+
+
+def sliced_meta(meta: dict, k: int) -> dict | None:
+    """`meta` cut to its first `k` rows, for the layouts where that is a
+    metadata edit; None for the others (decode whole, then cut)."""
+    t = meta.get("typename")
+    if t == "vineyard::Tensor<std::string>":
+        return _sliced_tensor(meta, k)
+    if t != "vineyard::DataFrame" or "index_" in meta:
+        return None
+    nrows = meta.get("vineyard_kedro_nrows_")
+    if not isinstance(nrows, int) or any(key.startswith("vineyard_kedro_") and key not in ("vineyard_kedro_nrows_", "vineyard_kedro_columns_") for key in meta):
+        return None
+    out = dict(meta, vineyard_kedro_nrows_=min(k, nrows))
+    for key, value in meta.items():
+        if key.startswith("__values_-key-") and value == '"index_"':
+            return None
+        if key.startswith("__values_-value-"):
+            col = _sliced_tensor(value, k)
+            if col is None:
+                return None
+            out[key] = col
+    return out
 
 
 def _cell(x: Any) -> Any:

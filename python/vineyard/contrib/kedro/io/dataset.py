@@ -11,7 +11,7 @@ from typing import Any
 from vineyard.contrib.kedro import _connection
 from vineyard.contrib.kedro._compat import AbstractDataset, DatasetError
 from vineyard.contrib.kedro.errors import ConnectError, ObjectNotFoundError, VineyardError
-from vineyard.contrib.kedro.io._preview import TablePreview, table_preview
+from vineyard.contrib.kedro.io._preview import TablePreview, sliced_meta, table_preview
 
 logger = logging.getLogger(__name__)
 
@@ -232,16 +232,26 @@ class VineyardDataset(AbstractDataset):
         """kedro-viz's preview: the first `nrows` rows (and `ncolumns` columns)
         of a frame, the head of an array, the first items of a container.
 
-        Reads only what it shows for numeric columns, arrays and Arrow data
-        (they are mapped, not copied); never starts a vineyardd.
+        Reads only the rows it shows of frames with tensor columns (numbers,
+        strings) and of arrays; never starts a vineyardd.
         """
-        from vineyard.contrib.kedro.codec import get_value
+        from vineyard.contrib.kedro.codec import decode_meta
+        from vineyard.contrib.kedro.errors import LayoutError
 
         socket, where = self._where_configured()
         if socket is None:
             raise DatasetError(f"Cannot preview '{self.object_name}': no vineyardd configured (set {_connection.ENV_SOCKET})")
         try:
-            value = get_value(_connection.client_for(socket), name=self.object_name)
+            _, meta, blobs = _connection.client_for(socket).get(name=self.object_name)
+            value = None
+            head = sliced_meta(meta, max(0, int(nrows)))
+            if head is not None:
+                try:
+                    value = decode_meta(head, blobs)
+                except LayoutError:  # not sliceable after all: decode the whole value
+                    value = None
+            if value is None:
+                value = decode_meta(meta, blobs)
         except ObjectNotFoundError as exc:
             raise DatasetError(f"No object named '{self.object_name}' in {where} to preview ({exc})") from exc
         except VineyardError as exc:
