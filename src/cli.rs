@@ -80,7 +80,7 @@ enum Command {
     },
     /// Run a vineyardd in the foreground until Ctrl-C or SIGTERM
     Serve(ServeArgs),
-    /// Catalog entries for VineyardDataSet
+    /// Catalog entries for VineyardDataset
     #[command(subcommand)]
     Catalog(CatalogCommand),
     /// Argo Workflows
@@ -122,7 +122,7 @@ enum MetaKind {
 
 #[derive(Debug, Subcommand)]
 enum CatalogCommand {
-    /// Merge VineyardDataSet entries into a catalog file (or print them)
+    /// Merge VineyardDataset entries into a catalog file (or print them)
     Render {
         /// Dataset names (comma separated or repeated)
         #[arg(long, value_delimiter = ',')]
