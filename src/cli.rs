@@ -1,8 +1,9 @@
 //! The command line (`vineyard-kedro` and `kedro vineyard`): one clap definition.
 //!
-//! Store commands talk to a vineyardd through [`crate::Client`]; deploy
-//! commands render the catalog, Dockerfile and Argo workflow from data the
-//! Python `kedro vineyard` group gathers. [`run`] never exits the process
+//! Store commands talk to a vineyardd through [`crate::Client`]. The deploy
+//! commands (catalog, docker, argo) need a Kedro project and live in the
+//! Python `kedro vineyard` group only, which calls [`crate::deploy`]
+//! through the binding. [`run`] never exits the process
 //! (it may be running inside Kedro's interpreter): it returns 0 on success,
 //! 1 when a command fails, 2 on a usage error. Data goes to stdout, errors
 //! and progress to stderr.
@@ -13,7 +14,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-mod render;
 mod serve;
 mod store;
 
@@ -80,15 +80,6 @@ enum Command {
     },
     /// Run a vineyardd in the foreground until Ctrl-C or SIGTERM
     Serve(ServeArgs),
-    /// Catalog entries for VineyardDataset
-    #[command(subcommand)]
-    Catalog(CatalogCommand),
-    /// Argo Workflows
-    #[command(subcommand)]
-    Argo(ArgoCommand),
-    /// Dockerfile and .dockerignore
-    #[command(subcommand)]
-    Docker(DockerCommand),
 }
 
 /// Options of `serve`.
@@ -120,84 +111,6 @@ enum MetaKind {
     Etcd,
 }
 
-#[derive(Debug, Subcommand)]
-enum CatalogCommand {
-    /// Merge VineyardDataset entries into a catalog file (or print them)
-    Render {
-        /// Dataset names (comma separated or repeated)
-        #[arg(long, value_delimiter = ',')]
-        names: Vec<String>,
-        /// The catalog file to merge with (default: --output if it exists)
-        #[arg(long, value_name = "FILE")]
-        existing: Option<PathBuf>,
-        /// Write one "{default}" catch-all pattern instead of one entry per name
-        #[arg(long)]
-        catch_all: bool,
-        /// Write the merged catalog here (only when something was added)
-        #[arg(long, short = 'o', value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// Print JSON: {"yaml", "added", "path"}
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum ArgoCommand {
-    /// Render argo-<package>.yml from a JSON spec (package_name, image, nodes, ...)
-    Render {
-        /// The spec as JSON ("-" reads stdin)
-        #[arg(long, value_name = "FILE.json")]
-        spec: PathBuf,
-        /// Directory to write argo-<package>.yml into ("-" prints it)
-        #[arg(long, short = 'o', default_value = ".", value_name = "DIR")]
-        output: PathBuf,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DockerCommand {
-    /// Write a Dockerfile and .dockerignore (existing files are kept)
-    Render(DockerRenderArgs),
-    /// Check a Dockerfile's structure; exits 1 if it has problems
-    Lint {
-        /// The Dockerfile
-        file: PathBuf,
-    },
-}
-
-/// Options of `docker render`.
-#[derive(Debug, Args)]
-struct DockerRenderArgs {
-    /// The project's Python package
-    #[arg(long)]
-    package: String,
-    /// Default base image (needs a tag other than latest)
-    #[arg(long, default_value = "python:3.11-slim")]
-    base_image: String,
-    /// Requirements file in the project (src/requirements.txt for Kedro 0.18)
-    #[arg(long, default_value = "requirements.txt")]
-    requirements: String,
-    /// Do not install vineyard-kedro nor generate the vineyard catalog
-    #[arg(long)]
-    no_vineyard: bool,
-    /// pip requirement to install for vineyard
-    #[arg(long, default_value = crate::deploy::docker::VINEYARD_REQUIREMENT)]
-    vineyard_requirement: String,
-    /// Kedro environment the catalog is generated into
-    #[arg(long, short = 'e', default_value = "vineyard")]
-    env: String,
-    /// Pipeline whose datasets get catalog entries
-    #[arg(long, short = 'p', default_value = "__default__")]
-    pipeline: String,
-    /// Directory to write into ("-" prints the Dockerfile)
-    #[arg(long, short = 'o', default_value = ".", value_name = "DIR")]
-    output: PathBuf,
-    /// Overwrite existing files
-    #[arg(long)]
-    force: bool,
-}
-
 /// How a command failed.
 #[derive(Debug)]
 enum Failure {
@@ -225,6 +138,18 @@ impl From<std::io::Error> for Failure {
 struct Io<'a> {
     out: &'a mut dyn Write,
     err: &'a mut dyn Write,
+}
+
+/// `(name, one-line help)` of every subcommand, in the order `--help` lists them.
+pub fn subcommands() -> Vec<(String, String)> {
+    use clap::CommandFactory;
+    Cli::command()
+        .get_subcommands()
+        .map(|c| {
+            let about = c.get_about().map(ToString::to_string).unwrap_or_default();
+            (c.get_name().to_string(), about)
+        })
+        .collect()
 }
 
 /// Runs the CLI with `args` (program name first) and returns the exit code.
@@ -295,23 +220,6 @@ fn dispatch(cli: Cli, io: &mut Io<'_>) -> Result<(), Failure> {
         } => store::gc(&need_socket()?, namespace.as_deref(), orphans, json, io),
         Command::Status { json } => store::status(&need_socket()?, json, io),
         Command::Serve(args) => serve::serve(socket.as_deref(), &args, io),
-        Command::Catalog(CatalogCommand::Render {
-            names,
-            existing,
-            catch_all,
-            output,
-            json,
-        }) => render::catalog(
-            &names,
-            existing.as_deref(),
-            catch_all,
-            output.as_deref(),
-            json,
-            io,
-        ),
-        Command::Argo(ArgoCommand::Render { spec, output }) => render::argo(&spec, &output, io),
-        Command::Docker(DockerCommand::Render(args)) => render::docker(&args, io),
-        Command::Docker(DockerCommand::Lint { file }) => render::docker_lint(&file, io),
     }
 }
 

@@ -92,15 +92,6 @@ pub enum Error {
     /// A request that cannot be made in this state.
     #[error("{0}")]
     Usage(String),
-    /// YAML that does not parse (an existing catalog) or serialise.
-    #[error("invalid YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
-    /// An existing catalog whose top level is not a mapping.
-    #[error("existing catalog must be a YAML mapping of dataset names, found {0}")]
-    NotAMapping(&'static str),
-    /// A render input that is inconsistent or incomplete.
-    #[error("{0}")]
-    Invalid(String),
 }
 
 impl Error {

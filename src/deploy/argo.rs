@@ -1,110 +1,66 @@
-//! An Argo `Workflow` running one Kedro node per pod (`kedro vineyard argo generate`).
+//! An Argo `Workflow` running a Kedro pipeline (`kedro vineyard argo generate`).
 //!
 //! Typed serde structs mirror the parts of Argo's schema we use, so every
-//! field name is spelled once and the YAML is produced by `serde_yaml`. A
-//! `kedro` container template runs `kedro run -n NODE -e ENV`; a `dag`
-//! template has one task per node, named by a DNS-1123 label of the node
-//! name, depending on its parents. With the vineyard operator the pods are
-//! placed by `vineyard-scheduler` next to their parents' data, every task of
-//! the workflow shares one vineyard namespace (the workflow's uid), and an
-//! exit handler deletes that namespace's objects whatever the outcome.
+//! field name is spelled once and the YAML is produced by `serde_yaml`. The
+//! nodes are put into tasks (one per node, or one per top-level namespace,
+//! see [`groups`]); a `dag` template has one task per group, named by a
+//! DNS-1123 label, depending on the groups its nodes read from. Each task
+//! runs a `kedro` container template: `kedro run -n NODE` or `kedro run
+//! --namespaces NS`, with the run options (`-e`, `--params`, `--conf-source`
+//! from the workflow's parameters, `--tags`, the pipeline), one template per
+//! distinct set of resources. With the vineyard operator the pods are placed
+//! by `vineyard-scheduler` next to their parents' data, every task of the
+//! workflow shares one vineyard namespace (the workflow's uid), and an exit
+//! handler deletes that namespace's objects whatever the outcome.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
-use super::names::{dns_label_within, unique_dns_labels};
+use super::names::{dns_label, dns_label_within, unique_dns_labels};
 use super::{DeployError, Result};
 
 mod check;
+mod groups;
+mod resources;
 mod schema;
+mod spec;
 pub use check::check_workflow;
+pub use groups::{group_nodes, Group, GroupBy, GroupKind, PodLocalDataset, PodLocalKind};
+pub use resources::{parse_quantity, Resources};
 use schema::*;
+pub use spec::{ArgoNode, ArgoSpec};
 
 /// The socket path inside every pod.
 pub const POD_SOCKET: &str = "/var/run/vineyard.sock";
-/// Names of the three templates.
+/// Name of the node template (one per resource profile: `kedro-cpu-2`...).
 pub const KEDRO_TEMPLATE: &str = "kedro";
+/// Name of the namespace template (and prefix of its resource variants).
+pub const KEDRO_NAMESPACE_TEMPLATE: &str = "kedro-namespace";
 /// See [`KEDRO_TEMPLATE`].
 pub const DAG_TEMPLATE: &str = "dag";
 /// See [`KEDRO_TEMPLATE`].
 pub const CLEANUP_TEMPLATE: &str = "cleanup";
 /// The Argo variable every task's vineyard namespace is set to.
 pub const WORKFLOW_NAMESPACE: &str = "{{workflow.uid}}";
+/// The environment variable the HMAC secret of signed pickles is read from.
+pub const SECRET_ENV: &str = "VINEYARD_KEDRO_SECRET";
 const LABEL_PREFIX: &str = "scheduling.k8s.v6d.io";
 
-/// The input of [`render_workflow`] (what `argo render --spec FILE.json` reads).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArgoSpec {
-    /// The project's Python package: names the file and the workflow.
-    pub package_name: String,
-    /// The image every task runs (built with `kedro vineyard docker build`).
-    pub image: String,
-    /// Kedro environment passed to `kedro run -e` (where the vineyard catalog is).
-    #[serde(default = "default_env")]
-    pub env: String,
-    /// Registered pipeline the nodes belong to; passed as `-p` unless `__default__`.
-    #[serde(default = "default_pipeline")]
-    pub pipeline: String,
-    /// Kubernetes namespace of the vineyardd deployment.
-    #[serde(default = "default_vineyard_namespace")]
-    pub vineyard_namespace: String,
-    /// Name of the vineyardd deployment.
-    #[serde(default = "default_vineyardd_name")]
-    pub vineyardd_name: String,
-    /// Use the vineyard operator: scheduler, socket, shared namespace, cleanup.
-    #[serde(default = "yes")]
-    pub with_operator: bool,
-    /// The pipeline's nodes, in any order, with the names of their parents.
-    pub nodes: Vec<ArgoNode>,
-}
+/// The workflow's parameters (`argo submit -p NAME=VALUE` overrides them).
+pub const PARAM_IMAGE: &str = "image";
+/// See [`PARAM_IMAGE`].
+pub const PARAM_ENV: &str = "env";
+/// See [`PARAM_IMAGE`].
+pub const PARAM_PARAMS: &str = "params";
+/// See [`PARAM_IMAGE`].
+pub const PARAM_CONF_SOURCE: &str = "conf_source";
 
-/// One Kedro node and the nodes it depends on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArgoNode {
-    /// The node's full name (as `kedro run -n` takes it).
-    pub name: String,
-    /// Names of the parent nodes.
-    #[serde(default)]
-    pub deps: Vec<String>,
-}
-
-fn default_env() -> String {
-    "vineyard".into()
-}
-fn default_pipeline() -> String {
-    "__default__".into()
-}
-fn default_vineyard_namespace() -> String {
-    "vineyard-system".into()
-}
-fn default_vineyardd_name() -> String {
-    "vineyardd-sample".into()
-}
-fn yes() -> bool {
-    true
-}
-
-impl ArgoSpec {
-    /// A spec with every default.
-    pub fn new(
-        package_name: impl Into<String>,
-        image: impl Into<String>,
-        nodes: Vec<ArgoNode>,
-    ) -> ArgoSpec {
-        ArgoSpec {
-            package_name: package_name.into(),
-            image: image.into(),
-            env: default_env(),
-            pipeline: default_pipeline(),
-            vineyard_namespace: default_vineyard_namespace(),
-            vineyardd_name: default_vineyardd_name(),
-            with_operator: true,
-            nodes,
-        }
-    }
+/// A rendered workflow and what the user should know about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderedWorkflow {
+    /// The `Workflow` YAML.
+    pub yaml: String,
+    /// Pod-local datasets that pass inside one task (or cross tasks, with `allow_local`).
+    pub warnings: Vec<String>,
 }
 
 /// The file the workflow is written to: `argo-<package_name>.yml` (as before).
@@ -112,107 +68,12 @@ pub fn argo_file_name(package_name: &str) -> String {
     format!("argo-{package_name}.yml")
 }
 
-// ---- building --------------------------------------------------------------
-
-/// A Kubernetes label value: at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends.
-fn is_label_value(s: &str) -> bool {
-    let ok = |c: char| c.is_ascii_alphanumeric();
-    s.len() <= 63
-        && s.starts_with(ok)
-        && s.ends_with(ok)
-        && s.chars().all(|c| ok(c) || "-_.".contains(c))
-}
-
 fn invalid(msg: String) -> DeployError {
     DeployError::Invalid(msg)
 }
 
-/// Checks the spec and returns the task names, in node order.
-fn validate(spec: &ArgoSpec) -> Result<Vec<String>> {
-    if spec.package_name.trim().is_empty() {
-        return Err(invalid("the package name is empty".into()));
-    }
-    if spec.image.is_empty() || spec.image.chars().any(char::is_whitespace) {
-        return Err(invalid(format!(
-            "image {:?} is not an image reference (pass --image)",
-            spec.image
-        )));
-    }
-    for (what, v) in [("environment", &spec.env), ("pipeline", &spec.pipeline)] {
-        if v.is_empty() || v.contains(['\n', '\r']) {
-            return Err(invalid(format!("{what} {v:?} is not usable")));
-        }
-    }
-    if spec.with_operator {
-        for (what, v) in [
-            ("vineyard namespace", &spec.vineyard_namespace),
-            ("vineyardd name", &spec.vineyardd_name),
-        ] {
-            if !is_label_value(v) || v.contains('/') {
-                return Err(invalid(format!("{what} {v:?} is not a Kubernetes name")));
-            }
-        }
-    }
-    if spec.nodes.is_empty() {
-        return Err(invalid(format!(
-            "pipeline {:?} has no nodes",
-            spec.pipeline
-        )));
-    }
-    let mut index = HashMap::new();
-    for (i, n) in spec.nodes.iter().enumerate() {
-        if index.insert(n.name.as_str(), i).is_some() {
-            return Err(invalid(format!("node {:?} appears twice", n.name)));
-        }
-    }
-    // Kahn's algorithm: every dependency known, no cycle.
-    let mut indegree = vec![0usize; spec.nodes.len()];
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); spec.nodes.len()];
-    for (i, n) in spec.nodes.iter().enumerate() {
-        let parents: HashSet<&str> = n.deps.iter().map(String::as_str).collect();
-        for d in parents {
-            let &p = index.get(d).ok_or_else(|| {
-                invalid(format!(
-                    "node {:?} depends on {d:?}, which is not a node of the pipeline",
-                    n.name
-                ))
-            })?;
-            children[p].push(i);
-            indegree[i] += 1;
-        }
-    }
-    let mut ready: Vec<usize> = (0..spec.nodes.len())
-        .filter(|&i| indegree[i] == 0)
-        .collect();
-    let mut done = 0;
-    while let Some(i) = ready.pop() {
-        done += 1;
-        for &c in &children[i] {
-            indegree[c] -= 1;
-            if indegree[c] == 0 {
-                ready.push(c);
-            }
-        }
-    }
-    if done != spec.nodes.len() {
-        let stuck: Vec<&str> = spec
-            .nodes
-            .iter()
-            .zip(&indegree)
-            .filter(|(_, d)| **d > 0)
-            .map(|(n, _)| n.name.as_str())
-            .collect();
-        return Err(invalid(format!(
-            "the node dependencies have a cycle through {stuck:?}"
-        )));
-    }
-    Ok(unique_dns_labels(
-        &spec
-            .nodes
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect::<Vec<_>>(),
-    ))
+fn workflow_param(name: &str) -> String {
+    format!("{{{{workflow.parameters.{name}}}}}")
 }
 
 /// Socket volume, its mount and the env every vineyard pod gets.
@@ -233,14 +94,8 @@ fn vineyard_pod(spec: &ArgoSpec) -> (Vec<Volume>, Vec<VolumeMount>, Vec<EnvVar>)
         mount_path: "/var/run",
     }];
     let env = vec![
-        EnvVar {
-            name: "VINEYARD_IPC_SOCKET",
-            value: POD_SOCKET.into(),
-        },
-        EnvVar {
-            name: "VINEYARD_KEDRO_NAMESPACE",
-            value: WORKFLOW_NAMESPACE.into(),
-        },
+        EnvVar::value("VINEYARD_IPC_SOCKET", POD_SOCKET),
+        EnvVar::value("VINEYARD_KEDRO_NAMESPACE", WORKFLOW_NAMESPACE),
     ];
     (volumes, mounts, env)
 }
@@ -261,14 +116,23 @@ fn base_labels(spec: &ArgoSpec) -> BTreeMap<String, String> {
 }
 
 fn param(name: &'static str, value: Option<String>) -> Param {
-    Param { name, value }
+    Param {
+        name,
+        value,
+        description: None,
+    }
 }
 
-fn kedro_template(spec: &ArgoSpec) -> Template {
+/// A `kedro` container template: what `kind` of group it runs, with `resources`.
+fn kedro_template(spec: &ArgoSpec, name: String, kind: GroupKind, res: &Resources) -> Template {
     let op = spec.with_operator;
     let mut labels = base_labels(spec);
     let mut annotations = BTreeMap::new();
-    let mut inputs = vec![param("kedro_node", None)];
+    let (select_option, select_param) = match kind {
+        GroupKind::Node => ("-n", "kedro_node"),
+        GroupKind::Namespace => (spec.namespace_option.as_str(), "kedro_namespace"),
+    };
+    let mut inputs = vec![param(select_param, None)];
     if op {
         labels.insert(
             format!("{LABEL_PREFIX}/job"),
@@ -282,17 +146,42 @@ fn kedro_template(spec: &ArgoSpec) -> Template {
     }
     let mut args = vec!["run".to_string()];
     if spec.pipeline != "__default__" {
-        args.extend(["-p".to_string(), spec.pipeline.clone()]);
+        args.extend([spec.pipeline_option.clone(), spec.pipeline.clone()]);
     }
-    args.extend(["-n", "{{inputs.parameters.kedro_node}}", "-e"].map(String::from));
-    args.push(spec.env.clone());
-    let (volumes, volume_mounts, env) = if op {
+    args.extend([
+        select_option.to_string(),
+        format!("{{{{inputs.parameters.{select_param}}}}}"),
+        "-e".into(),
+        workflow_param(PARAM_ENV),
+    ]);
+    if !spec.tags.is_empty() {
+        args.extend(["--tags".into(), spec.tags.join(",")]);
+    }
+    // One argument each, so that an empty value stays an (empty) option value.
+    args.push(format!("--params={}", workflow_param(PARAM_PARAMS)));
+    if spec.conf_source.is_some() {
+        args.push(format!(
+            "--conf-source={}",
+            workflow_param(PARAM_CONF_SOURCE)
+        ));
+    }
+    let (volumes, volume_mounts, mut env) = if op {
         vineyard_pod(spec)
     } else {
         Default::default()
     };
+    if let Some(secret) = &spec.secret {
+        env.push(EnvVar::secret(SECRET_ENV, secret, &spec.secret_key));
+    }
+    let resources = (!res.is_empty()).then(|| {
+        let quantities: BTreeMap<&'static str, String> = res.entries().into_iter().collect();
+        ResourceRequirements {
+            requests: quantities.clone(),
+            limits: quantities,
+        }
+    });
     Template {
-        name: KEDRO_TEMPLATE,
+        name,
         metadata: Some(PodMeta {
             labels,
             annotations,
@@ -300,12 +189,13 @@ fn kedro_template(spec: &ArgoSpec) -> Template {
         inputs: Some(Params { parameters: inputs }),
         retry_strategy: Some(RetryStrategy { limit: "1" }),
         container: Some(Container {
-            image: spec.image.clone(),
+            image: workflow_param(PARAM_IMAGE),
             image_pull_policy: "IfNotPresent",
             command: vec!["kedro".into()],
             args,
             env,
             volume_mounts,
+            resources,
         }),
         volumes,
         scheduler_name: op.then_some("vineyard-scheduler"),
@@ -323,19 +213,20 @@ fn cleanup_template(spec: &ArgoSpec) -> Template {
     labels.insert(format!("{LABEL_PREFIX}/job"), CLEANUP_TEMPLATE.into());
     let annotations = BTreeMap::from([(format!("{LABEL_PREFIX}/required"), String::new())]);
     Template {
-        name: CLEANUP_TEMPLATE,
+        name: CLEANUP_TEMPLATE.into(),
         metadata: Some(PodMeta {
             labels,
             annotations,
         }),
         retry_strategy: Some(RetryStrategy { limit: "1" }),
         container: Some(Container {
-            image: spec.image.clone(),
+            image: workflow_param(PARAM_IMAGE),
             image_pull_policy: "IfNotPresent",
             command: vec!["vineyard-kedro".into()],
             args,
             env,
             volume_mounts,
+            resources: None,
         }),
         volumes,
         scheduler_name: Some("vineyard-scheduler"),
@@ -343,62 +234,155 @@ fn cleanup_template(spec: &ArgoSpec) -> Template {
     }
 }
 
-fn dag_template(spec: &ArgoSpec, names: &[String]) -> Template {
-    let task_of: HashMap<&str, &str> = spec
-        .nodes
-        .iter()
-        .map(|n| n.name.as_str())
-        .zip(names.iter().map(String::as_str))
-        .collect();
-    let tasks = spec
-        .nodes
-        .iter()
-        .zip(names)
-        .map(|(node, name)| {
-            let mut deps: Vec<String> = Vec::new();
-            for d in &node.deps {
-                let t = task_of[d.as_str()].to_string();
-                if !deps.contains(&t) {
-                    deps.push(t);
-                }
+/// The `kedro` templates, one per (kind, resources) that a group needs, and
+/// the template of each group. The profile of the default resources keeps
+/// the plain name (`kedro`, `kedro-namespace`); others add their quantities
+/// (`kedro-cpu-2-memory-4gi`).
+fn kedro_templates(spec: &ArgoSpec, groups: &[Group]) -> Result<(Vec<Template>, Vec<usize>)> {
+    let mut profiles: Vec<(GroupKind, Resources)> = Vec::new();
+    let mut template_of = Vec::with_capacity(groups.len());
+    for g in groups {
+        let mut res = Resources::default();
+        for &n in &g.nodes {
+            let node = &spec.nodes[n];
+            res = res.max(&resources::node_resources(
+                &node.name,
+                &node.tags,
+                &spec.resources,
+            )?);
+        }
+        let profile = (g.kind, res);
+        let i = match profiles.iter().position(|p| *p == profile) {
+            Some(i) => i,
+            None => {
+                profiles.push(profile);
+                profiles.len() - 1
             }
-            let mut parameters = vec![param("kedro_node", Some(node.name.clone()))];
+        };
+        template_of.push(i);
+    }
+    let names: Vec<String> = profiles
+        .iter()
+        .map(|(kind, res)| {
+            let base = match kind {
+                GroupKind::Node => KEDRO_TEMPLATE,
+                GroupKind::Namespace => KEDRO_NAMESPACE_TEMPLATE,
+            };
+            if *res == spec.resources {
+                return base.to_string();
+            }
+            let parts: Vec<String> = resources::RESOURCE_NAMES
+                .iter()
+                .zip([&res.cpu, &res.memory, &res.gpu])
+                .filter_map(|((name, _), v)| v.as_ref().map(|v| format!("{name}-{v}")))
+                .collect();
+            dns_label(&format!("{base}-{}", parts.join("-")))
+        })
+        .collect();
+    let templates = profiles
+        .iter()
+        .zip(unique_dns_labels(&names))
+        .map(|((kind, res), name)| kedro_template(spec, name, *kind, res))
+        .collect();
+    Ok((templates, template_of))
+}
+
+fn dag_template(spec: &ArgoSpec, groups: &[Group], templates: &[String]) -> Template {
+    let tasks = groups
+        .iter()
+        .zip(templates)
+        .map(|(g, template)| {
+            let deps: Vec<String> = g.deps.iter().map(|&d| groups[d].task.clone()).collect();
+            let select = match g.kind {
+                GroupKind::Node => "kedro_node",
+                GroupKind::Namespace => "kedro_namespace",
+            };
+            let mut parameters = vec![param(select, Some(g.key.clone()))];
             if spec.with_operator {
                 parameters.extend([
-                    param("job", Some(name.clone())),
+                    param("job", Some(g.task.clone())),
                     param("required", Some(deps.join(","))),
                 ]);
             }
             Task {
-                name: name.clone(),
-                template: KEDRO_TEMPLATE,
+                name: g.task.clone(),
+                template: template.clone(),
                 dependencies: deps,
                 arguments: Params { parameters },
             }
         })
         .collect();
     Template {
-        name: DAG_TEMPLATE,
+        name: DAG_TEMPLATE.into(),
         dag: Some(Dag { tasks }),
         ..Template::default()
     }
 }
 
+fn workflow_arguments(spec: &ArgoSpec) -> Params {
+    let described = |name, value: &str, description: &str| Param {
+        name,
+        value: Some(value.to_string()),
+        description: Some(description.to_string()),
+    };
+    let mut parameters = vec![
+        described(PARAM_IMAGE, &spec.image, "the image every task runs"),
+        described(PARAM_ENV, &spec.env, "kedro run --env"),
+        described(
+            PARAM_PARAMS,
+            &spec.params,
+            "kedro run --params (key=value pairs, comma-separated)",
+        ),
+    ];
+    if let Some(conf) = &spec.conf_source {
+        parameters.push(described(
+            PARAM_CONF_SOURCE,
+            conf,
+            "kedro run --conf-source (a path in the image, or a remote URL)",
+        ));
+    }
+    Params { parameters }
+}
+
 /// Renders the Argo `Workflow` YAML for `spec`.
 ///
-/// With `with_operator` the `kedro` pods get `schedulerName:
-/// vineyard-scheduler`, the `scheduling.k8s.v6d.io/*` labels and annotation
-/// (job = task name, required = comma-joined parent task names), the
-/// vineyardd socket directory mounted at `/var/run` with
+/// The nodes are grouped ([`group_nodes`]) into DAG tasks whose dependencies
+/// are the groups' dependencies. With `with_operator` the `kedro` pods get
+/// `schedulerName: vineyard-scheduler`, the `scheduling.k8s.v6d.io/*` labels
+/// and annotation (job = task name, required = comma-joined parent task
+/// names), the vineyardd socket directory mounted at `/var/run` with
 /// `VINEYARD_IPC_SOCKET`, and `VINEYARD_KEDRO_NAMESPACE={{workflow.uid}}`;
 /// `spec.onExit` runs `vineyard-kedro gc --namespace {{workflow.uid}}`.
 /// Without it the result is a plain Kedro-Argo workflow, as the old plugin's
-/// `-w false` made it: no socket mount or env (the pods cannot reach a
-/// vineyardd through us), hence no shared namespace and no exit handler,
-/// and only the `kedro_node` parameter. `kedro run` gets `-e ENV` either way.
-pub fn render_workflow(spec: &ArgoSpec) -> Result<String> {
-    let names = validate(spec)?;
-    let mut templates = vec![kedro_template(spec), dag_template(spec, &names)];
+/// `-w false` made it: no socket mount or env, hence no shared namespace and
+/// no exit handler. The image, `-e`, `--params` and `--conf-source` come from
+/// the workflow's parameters, whose defaults are the spec's values.
+///
+/// A pod-local dataset written by one task and read by another is an error
+/// naming both tasks, unless `allow_local`; one written and read inside a
+/// task is a warning.
+pub fn render_workflow(spec: &ArgoSpec) -> Result<RenderedWorkflow> {
+    spec::validate(spec)?;
+    let groups = group_nodes(spec)?;
+    let report = groups::pod_local_report(spec, &groups);
+    if !report.crossing.is_empty() && !spec.allow_local {
+        return Err(invalid(format!(
+            "{} cannot cross pods: {}. Store such a dataset in vineyard, with the operator (`kedro \
+             vineyard catalog create` gives every dataset without a catalog entry a vineyard \
+             entry), or at a remote URL (s3://, gs://, abfs://), put its writer and readers in one task (--group-by namespace), or \
+             pass --allow-local if the pods share that storage",
+            if report.crossing.len() == 1 {
+                "a dataset"
+            } else {
+                "datasets"
+            },
+            report.crossing.join("; ")
+        )));
+    }
+    let (kedro, template_of) = kedro_templates(spec, &groups)?;
+    let template_names: Vec<String> = template_of.iter().map(|&t| kedro[t].name.clone()).collect();
+    let mut templates = kedro;
+    templates.push(dag_template(spec, &groups, &template_names));
     if spec.with_operator {
         templates.push(cleanup_template(spec));
     }
@@ -411,11 +395,26 @@ pub fn render_workflow(spec: &ArgoSpec) -> Result<String> {
         spec: WorkflowSpec {
             entrypoint: DAG_TEMPLATE,
             on_exit: spec.with_operator.then_some(CLEANUP_TEMPLATE),
+            arguments: workflow_arguments(spec),
             templates,
         },
     };
-    Ok(serde_yaml::to_string(&workflow)?)
+    let mut warnings = report.within;
+    if spec.allow_local {
+        warnings.extend(
+            report
+                .crossing
+                .into_iter()
+                .map(|c| format!("{c} (allowed by --allow-local)")),
+        );
+    }
+    Ok(RenderedWorkflow {
+        yaml: serde_yaml::to_string(&workflow)?,
+        warnings,
+    })
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_options;

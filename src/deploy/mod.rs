@@ -8,9 +8,13 @@
 pub mod argo;
 pub mod catalog;
 pub mod docker;
+mod error;
 pub mod names;
 
-pub use argo::{argo_file_name, check_workflow, render_workflow, ArgoNode, ArgoSpec};
+pub use argo::{
+    argo_file_name, check_workflow, render_workflow, ArgoNode, ArgoSpec, GroupBy, PodLocalDataset,
+    PodLocalKind, RenderedWorkflow, Resources,
+};
 pub use catalog::{is_catch_all_pattern, render_catalog, CATCH_ALL, DATASET_TYPE};
 pub use docker::{
     docker_build_command, lint_dockerfile, render_dockerfile, render_dockerignore,
@@ -18,9 +22,7 @@ pub use docker::{
 };
 pub use names::{dns_label, dns_label_within, fnv1a64, is_dns_label, unique_dns_labels};
 
-/// Renderer errors are variants of the crate's one error type
-/// (`Yaml`, `NotAMapping`, `Invalid`).
-pub type DeployError = crate::Error;
+pub use error::DeployError;
 
 /// The result type of the renderers.
 pub type Result<T, E = DeployError> = std::result::Result<T, E>;

@@ -27,12 +27,11 @@ pub fn render_catalog(
     )?)
 }
 
-/// Renders the Argo Workflow YAML from a JSON `ArgoSpec`.
+/// Renders the Argo Workflow from a JSON `ArgoSpec`: `(yaml, warnings)`.
 #[pyfunction]
-pub fn render_argo(spec_json: &str) -> PyResult<String> {
-    Ok(deploy::render_workflow(&spec::<ArgoSpec>(
-        spec_json, "argo",
-    )?)?)
+pub fn render_argo(spec_json: &str) -> PyResult<(String, Vec<String>)> {
+    let rendered = deploy::render_workflow(&spec::<ArgoSpec>(spec_json, "argo")?)?;
+    Ok((rendered.yaml, rendered.warnings))
 }
 
 /// `argo-<package>.yml`.

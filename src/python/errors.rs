@@ -85,11 +85,15 @@ impl From<Error> for PyErr {
             Error::Protocol { .. } => ProtocolError::new_err(msg),
             Error::Layout { .. } => LayoutError::new_err(msg),
             Error::Unsupported(_) | Error::Usage(_) => UnsupportedValueError::new_err(msg),
-            Error::Yaml(_) | Error::NotAMapping(_) | Error::Invalid(_) => {
-                PyValueError::new_err(msg)
-            }
             Error::Launch(_) => LaunchError::new_err(msg),
             Error::Migration { .. } => MigrationError::new_err(msg),
         }
+    }
+}
+
+/// Deploy renderer errors are bad input from the `kedro vineyard` commands: `ValueError`.
+impl From<crate::deploy::DeployError> for PyErr {
+    fn from(e: crate::deploy::DeployError) -> PyErr {
+        PyValueError::new_err(e.to_string())
     }
 }

@@ -18,6 +18,13 @@ fn run_cli(py: Python<'_>, argv: Vec<String>) -> i32 {
     py.detach(|| crate::cli::run(argv))
 }
 
+/// `(name, one-line help)` of every `vineyard-kedro` subcommand (for
+/// `kedro vineyard`, which forwards them).
+#[pyfunction]
+fn cli_commands() -> Vec<(String, String)> {
+    crate::cli::subcommands()
+}
+
 #[pymodule]
 mod _core {
     #[pymodule_export]
@@ -34,9 +41,9 @@ mod _core {
         ServerError, StoreFullError, UnsupportedValueError, VineyardError,
     };
     #[pymodule_export]
-    use super::run_cli;
-    #[pymodule_export]
     use super::server::{find_vineyardd, PyServer};
+    #[pymodule_export]
+    use super::{cli_commands, run_cli};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

@@ -2,8 +2,10 @@
 
 Every DAG task becomes its own process, started in dependency order with the
 command, arguments and environment its container template gives it (after
-substituting ``{{inputs.parameters.*}}`` from the task's arguments and
-``{{workflow.*}}`` from a fresh workflow uid), in the project directory
+substituting ``{{inputs.parameters.*}}`` from the task's arguments,
+``{{workflow.parameters.*}}`` from the workflow's arguments (overridden as
+``argo submit -p NAME=VALUE`` would) and ``{{workflow.uid}}`` from a fresh
+workflow uid), in the project directory
 instead of the image. The pod's vineyard socket (``/var/run/vineyard.sock``,
 mounted from the node) is replaced by a real vineyardd's socket: one for all
 tasks, or a list that tasks are assigned to round-robin in DAG order (one
@@ -41,6 +43,7 @@ __all__ = [
     "POD_SOCKET",
     "WorkflowRun",
     "dag_tasks",
+    "group_graph",
     "lint_problems",
     "run_exit_handler",
     "run_workflow",
@@ -133,6 +136,7 @@ def _run_template(
     python: str,
     env: Mapping[str, str] | None,
     timeout: float,
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
 ) -> subprocess.CompletedProcess:
     container = template["container"]
     command = [_substitute(str(a), values) for a in [*container.get("command", []), *container.get("args", [])]]
@@ -142,6 +146,15 @@ def _run_template(
     for key in ("VINEYARD_IPC_SOCKET", "VINEYARD_KEDRO_NAMESPACE", "KEDRO_ENV"):
         proc_env.pop(key, None)
     for var in container.get("env") or []:
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if ref is not None:
+            # As the kubelet does: a missing Secret or key stops the pod before it starts.
+            value = (secrets or {}).get(ref["name"], {}).get(ref["key"])
+            if value is None:
+                message = f"CreateContainerConfigError: secret {ref['name']!r} has no key {ref['key']!r}"
+                return subprocess.CompletedProcess(command, 1, message, None)
+            proc_env[var["name"]] = value
+            continue
         value = _substitute(str(var.get("value", "")), values)
         if var["name"] == "VINEYARD_IPC_SOCKET" and value == POD_SOCKET:
             value = socket
@@ -166,6 +179,8 @@ def run_workflow(
     python: str = sys.executable,
     *,
     env: Mapping[str, str] | None = None,
+    parameters: Mapping[str, str] | None = None,
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
     on_exit: bool = True,
     timeout: float = 300,
     max_parallel: int = 4,
@@ -176,7 +191,9 @@ def run_workflow(
     are assigned to round-robin in DAG order (the exit handler gets the
     first). ``uid`` is ``{{workflow.uid}}`` (a fresh uuid4 by default).
     ``env`` is the environment the tasks start from (default: this process's,
-    minus the vineyard and Kedro variables a pod would not have). Tasks
+    minus the vineyard and Kedro variables a pod would not have).
+    ``parameters`` override the workflow's arguments (``argo submit -p``);
+    ``secrets`` are the cluster's Secrets (``{name: {key: value}}``). Tasks
     whose parents are done run concurrently, at most ``max_parallel`` at once.
     """
     wf = yaml.safe_load(yaml_text)
@@ -190,7 +207,7 @@ def run_workflow(
     run.order = topological_order(list(tasks.values()))
     run.sockets = {name: socket_list[i % len(socket_list)] for i, name in enumerate(run.order)}
     run.skipped = []
-    workflow_values = _workflow_values(wf, run.uid)
+    workflow_values = _workflow_values(wf, run.uid, parameters)
     failed: set[str] = set()
     finished: set[str] = set()
     pending = list(run.order)
@@ -212,7 +229,7 @@ def run_workflow(
                     for p in (task.get("arguments") or {}).get("parameters") or []:
                         values[f"inputs.parameters.{p['name']}"] = str(p.get("value", ""))
                     template = templates[task["template"]]
-                    args = (template, values, run.sockets[name], Path(project_dir), python, env, timeout)
+                    args = (template, values, run.sockets[name], Path(project_dir), python, env, timeout, secrets)
                     running[pool.submit(_run_template, *args)] = name
             if not running:
                 continue
@@ -224,16 +241,26 @@ def run_workflow(
                 if run[name].returncode != 0:
                     failed.add(name)
     if on_exit and wf["spec"].get("onExit"):
-        run[ON_EXIT] = run_exit_handler(yaml_text, project_dir, socket_list[0], run.uid, python, env=env, timeout=timeout)
+        run[ON_EXIT] = run_exit_handler(
+            yaml_text, project_dir, socket_list[0], run.uid, python, env=env, parameters=parameters, timeout=timeout
+        )
     return run
 
 
-def _workflow_values(wf: Mapping, uid: str) -> dict[str, str]:
-    return {
+def _workflow_values(wf: Mapping, uid: str, parameters: Mapping[str, str] | None = None) -> dict[str, str]:
+    values = {
         "workflow.uid": uid,
         "workflow.name": f"{wf['metadata'].get('generateName', 'workflow-')}sim",
         "workflow.namespace": "default",
     }
+    declared = {p["name"]: str(p.get("value", "")) for p in _params(wf["spec"].get("arguments"))}
+    unknown = set(parameters or {}) - set(declared)
+    if unknown:
+        # As `argo submit -p` refuses a parameter the workflow does not declare.
+        raise ValueError(f"the workflow has no parameters {sorted(unknown)}")
+    declared.update(parameters or {})
+    values.update({f"workflow.parameters.{k}": v for k, v in declared.items()})
+    return values
 
 
 def run_exit_handler(
@@ -244,6 +271,7 @@ def run_exit_handler(
     python: str = sys.executable,
     *,
     env: Mapping[str, str] | None = None,
+    parameters: Mapping[str, str] | None = None,
     timeout: float = 300,
 ) -> subprocess.CompletedProcess:
     """Runs the workflow's ``onExit`` template (as Argo does when the workflow ends)."""
@@ -252,7 +280,7 @@ def run_exit_handler(
     if not handler:
         raise ValueError("the workflow has no exit handler")
     template = _templates(wf)[handler]
-    return _run_template(template, _workflow_values(wf, uid), socket, Path(project_dir), python, env, timeout)
+    return _run_template(template, _workflow_values(wf, uid, parameters), socket, Path(project_dir), python, env, timeout)
 
 
 # -- what Argo checks before running -----------------------------------------------
@@ -309,12 +337,16 @@ def lint_problems(wf: Mapping) -> list[str]:
             problems.append(f"{key} {spec[key]!r} is not a template")
     if "entrypoint" not in spec:
         problems.append("no entrypoint")
+    workflow_params = {p["name"] for p in _params(spec.get("arguments"))}
     for name, template in templates.items():
         declared = {p["name"] for p in _params(template.get("inputs"))}
         used = set(re.findall(r"\{\{\s*inputs\.parameters\.([\w-]+)\s*\}\}", yaml.safe_dump(template)))
         problems += [f"template {name} uses undeclared parameter {u}" for u in sorted(used - declared)]
         for var in re.findall(r"\{\{\s*(workflow\.[\w.]+)\s*\}\}", yaml.safe_dump(template)):
-            if var not in _GLOBALS:
+            if var.startswith("workflow.parameters."):
+                if var.split(".", 2)[2] not in workflow_params:
+                    problems.append(f"template {name} uses undeclared workflow parameter {var}")
+            elif var not in _GLOBALS:
                 problems.append(f"template {name} uses unknown variable {var}")
         if name == spec.get("onExit"):
             needed = [p["name"] for p in _params(template.get("inputs")) if "value" not in p and "default" not in p]
@@ -347,11 +379,23 @@ def lint_problems(wf: Mapping) -> list[str]:
 
 
 def task_graph(wf: Mapping) -> dict[str, set[str]]:
-    """``{kedro node: {parent kedro nodes}}`` read back from the workflow's DAG."""
+    """``{kedro node: {parent kedro nodes}}`` read back from a one-task-per-node workflow's DAG."""
     tasks = dag_tasks(wf)
     node_of = {}
     for task in tasks:
         values = {p["name"]: p.get("value") for p in _params(task.get("arguments"))}
         node_of[task["name"]] = values["kedro_node"]
     return {node_of[t["name"]]: {node_of[d] for d in t.get("dependencies") or []} for t in tasks}
+
+
+def group_graph(wf: Mapping) -> dict[str, set[str]]:
+    """``{group: {parent groups}}`` read back from the DAG, a group being the
+    node (``kedro_node``) or namespace (``kedro_namespace``) a task runs, as
+    Kedro's ``Pipeline.group_nodes_by`` names them."""
+    tasks = dag_tasks(wf)
+    group_of = {}
+    for task in tasks:
+        values = {p["name"]: p.get("value") for p in _params(task.get("arguments"))}
+        group_of[task["name"]] = values.get("kedro_namespace", values.get("kedro_node"))
+    return {group_of[t["name"]]: {group_of[d] for d in t.get("dependencies") or []} for t in tasks}
 

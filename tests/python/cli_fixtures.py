@@ -127,6 +127,26 @@ def odd():
     )
 
 
+def sized():
+    """iris with resource tags: split needs 2 CPUs, the other two 3Gi and 512Mi."""
+    tags = {"split": ["argo.cpu-2"], "make_predictions": ["argo.memory-3Gi", "argo.gpu-1"], "report_accuracy": ["argo.memory-512Mi"]}
+    return pipeline([n.tag(tags[n.name]) for n in iris().nodes])
+
+
+def chained():
+    """iris with `split` on its own and the model in namespace `model`
+    (make_predictions, report_accuracy): grouped by namespace, two tasks and
+    every dataset of split crosses from one to the other."""
+    nodes = {n.name: n for n in iris().nodes}
+    model = pipeline(
+        [nodes["make_predictions"], nodes["report_accuracy"]],
+        namespace="model",
+        inputs={"X_train", "X_test", "y_train", "y_test"},
+        outputs={"y_pred"},
+    )
+    return pipeline([nodes["split"]]) + model
+
+
 def extra_pipelines():
     inputs = {"example_iris_data"}
     nested = pipeline(pipeline(iris(), namespace="inner", inputs=inputs), namespace="outer", inputs=inputs)
@@ -134,6 +154,9 @@ def extra_pipelines():
         "namespaced": pipeline(iris(), namespace="ns", inputs=inputs),
         "modular": pipeline(iris(), namespace="a", inputs=inputs) + pipeline(iris(), namespace="b", inputs=inputs) + nested,
         "odd": odd(),
+        "sized": sized(),
+        "chained": chained(),
+        "sized_namespaced": pipeline(sized(), namespace="ns", inputs=inputs),
     }
 '''
 
@@ -152,8 +175,8 @@ def register_pipelines():
 
 
 def add_test_pipelines(project: Path) -> list[str]:
-    """Adds the ``namespaced``, ``modular`` and ``odd`` pipelines to a copy of iris."""
+    """Adds the ``namespaced``, ``modular``, ``odd``, ``sized``, ``sized_namespaced`` and ``chained`` pipelines to a copy of iris."""
     package = project / "src" / "iris"
     (package / "extra_pipelines.py").write_text(EXTRA_PIPELINES, encoding="utf-8")
     (package / "pipeline_registry.py").write_text(REGISTRY, encoding="utf-8")
-    return ["namespaced", "modular", "odd"]
+    return ["namespaced", "modular", "odd", "sized", "sized_namespaced", "chained"]

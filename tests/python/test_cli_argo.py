@@ -20,14 +20,27 @@ from vineyard.contrib.kedro import _core
 from vineyard.contrib.kedro.plugins.cli import commands
 
 PIPELINES = ["__default__", "namespaced", "modular", "odd"]
+RUN_ARGS = ["-e", "{{workflow.parameters.env}}", "--params={{workflow.parameters.params}}"]
 check = check_workflow_text
 
 
 @pytest.fixture(scope="module")
 def odd_project(tmp_path_factory) -> Path:
+    """iris with the test pipelines, and one "{default}" vineyard pattern for all their datasets."""
     project = copy_iris(tmp_path_factory.mktemp("argo"))
     add_test_pipelines(project)
+    created = kedro(project, "vineyard", "catalog", "create", "-p", "odd", "--catch-all")
+    assert created.returncode == 0, created.stdout[-3000:]
     return project
+
+
+def iris_with_catalog(in_project, tmp_path: Path, *envs: str):
+    """A copy of iris entered in process, with vineyard entries in each env (default `vineyard`)."""
+    invoke = in_project(copy_iris(tmp_path))
+    for env in envs or ("vineyard",):
+        created = invoke("catalog", "create", "-p", "__default__", "-e", env)
+        assert created.exit_code == 0, created.output
+    return invoke
 
 
 def templates(wf: dict) -> dict[str, dict]:
@@ -38,7 +51,7 @@ def templates(wf: dict) -> dict[str, dict]:
 
 
 def test_generate_iris_in_process(in_project, tmp_path, validator):
-    invoke = in_project(copy_iris(tmp_path))
+    invoke = iris_with_catalog(in_project, tmp_path)
     result = invoke("argo", "generate", "-i", "registry.example/iris:1.0", "-o", "deploy")
     assert result.exit_code == 0, result.output
     path = Path("deploy") / "argo-iris.yml"
@@ -52,9 +65,12 @@ def test_generate_iris_in_process(in_project, tmp_path, validator):
     assert wf["metadata"]["generateName"] == "iris-"
     kedro_t, cleanup = templates(wf)["kedro"], templates(wf)[wf["spec"]["onExit"]]
     container = kedro_t["container"]
-    assert container["image"] == "registry.example/iris:1.0"
+    assert container["image"] == "{{workflow.parameters.image}}"
+    arguments = {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]}
+    assert arguments == {"image": "registry.example/iris:1.0", "env": "vineyard", "params": ""}
     assert container["command"] == ["kedro"]
-    assert container["args"] == ["run", "-n", "{{inputs.parameters.kedro_node}}", "-e", "vineyard"]
+    assert container["args"] == ["run", "-n", "{{inputs.parameters.kedro_node}}", *RUN_ARGS]
+    assert "resources" not in container
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env == {"VINEYARD_IPC_SOCKET": "/var/run/vineyard.sock", "VINEYARD_KEDRO_NAMESPACE": "{{workflow.uid}}"}
     assert kedro_t["schedulerName"] == "vineyard-scheduler"
@@ -73,22 +89,25 @@ def test_generate_iris_in_process(in_project, tmp_path, validator):
 
 
 def test_without_operator_is_a_plain_workflow(in_project, tmp_path, validator):
-    invoke = in_project(copy_iris(tmp_path))
+    invoke = iris_with_catalog(in_project, tmp_path)
     for flags in (["-w"], ["--without-operator"], ["-w", "false"], ["--with_vineyard_operator", "False"], ["-wfalse"]):
         out = tmp_path / "out" / "-".join(flags).strip("-")
-        result = invoke("argo", "generate", "--image", "iris:1", *flags, "--output_path", str(out))
+        # Without the operator the pods have no vineyard socket: the vineyard datasets cannot cross them.
+        refused = invoke("argo", "generate", "--image", "iris:1", *flags, "--output_path", str(out))
+        assert refused.exit_code == 1 and 'dataset "X_train" (VineyardDataset, without the operator' in refused.output, flags
+        result = invoke("argo", "generate", "--image", "iris:1", *flags, "--output_path", str(out), "--allow-local")
         assert result.exit_code == 0, (flags, result.output)
         wf = check((out / "argo-iris.yml").read_text(), validator)
         kedro_t = templates(wf)["kedro"]
         assert "onExit" not in wf["spec"] and set(templates(wf)) == {"kedro", "dag"}, flags
         assert "schedulerName" not in kedro_t and "volumes" not in kedro_t and "env" not in kedro_t["container"]
-        assert kedro_t["container"]["args"][-2:] == ["-e", "vineyard"]
+        assert kedro_t["container"]["args"][-3:] == RUN_ARGS
         assert not any(k.startswith("scheduling.k8s.v6d.io") for k in kedro_t["metadata"]["labels"])
         assert task_graph(wf) == node_graph("__default__")
 
 
 def test_old_and_new_option_spellings(in_project, tmp_path, validator):
-    invoke = in_project(copy_iris(tmp_path))
+    invoke = iris_with_catalog(in_project, tmp_path, "prod")
     spellings = [
         ["-v", "my-vineyardd", "-n", "my-ns", "-o", "a", "-w", "true"],
         ["--vineyard", "my-vineyardd", "--namespace", "my-ns", "--output_path", "b", "--with_vineyard_operator", "true"],
@@ -102,12 +121,17 @@ def test_old_and_new_option_spellings(in_project, tmp_path, validator):
         kedro_t = templates(wf)["kedro"]
         assert kedro_t["volumes"][0]["hostPath"]["path"] == "/var/run/vineyard-kubernetes/my-ns/my-vineyardd"
         assert kedro_t["metadata"]["labels"]["scheduling.k8s.v6d.io/vineyardd"] == "my-vineyardd"
-        assert kedro_t["container"]["args"][-2:] == ["-e", "prod"]
+        assert kedro_t["container"]["args"][-3:] == RUN_ARGS
+        assert {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]}["env"] == "prod"
         assert wf["spec"]["onExit"] == "cleanup"
 
 
 def test_bad_invocations(in_project, tmp_path):
     invoke = in_project(copy_iris(tmp_path))
+    no_env = invoke("argo", "generate", "-i", "iris:1")
+    assert no_env.exit_code == 1 and "environment 'vineyard' has no configuration here" in no_env.output
+    assert "kedro vineyard catalog create -p PIPELINE -e vineyard" in no_env.output
+    assert invoke("catalog", "create", "-p", "__default__").exit_code == 0
     missing = CliRunner().invoke(commands, ["vineyard", "argo", "generate"])
     assert missing.exit_code == 2 and "--image" in missing.output
     unknown = invoke("argo", "generate", "-i", "iris:1", "-p", "nope")
@@ -130,13 +154,14 @@ def test_every_pipeline_shape(in_project, odd_project, tmp_path, validator, oper
     invoke = in_project(odd_project)
     for name in PIPELINES:
         out = tmp_path / name
-        flags = [] if operator else ["--without-operator"]
+        flags = [] if operator else ["--without-operator", "--allow-local"]
         result = invoke("argo", "generate", "-i", "iris:1", "-p", name, "-o", str(out), *flags)
         assert result.exit_code == 0, (name, result.output)
         wf = check((out / "argo-iris.yml").read_text(), validator)
         assert task_graph(wf) == node_graph(name), name
         args = templates(wf)["kedro"]["container"]["args"]
-        assert (args[1:3] == ["-p", name]) == (name != "__default__"), args
+        # Kedro 1.x deprecates `--pipeline` (and `-p`) for `--pipelines`.
+        assert (args[1:3] == ["--pipelines", name]) == (name != "__default__"), args
 
 
 def test_odd_names_give_distinct_readable_task_names(in_project, odd_project, tmp_path, validator):
@@ -176,7 +201,9 @@ def test_generate_through_kedro(in_project, odd_project, tmp_path, validator):
 
 def _iris_workflow() -> dict:
     spec = {"package_name": "iris", "image": "iris:1", "nodes": [{"name": "a"}, {"name": "b", "deps": ["a"]}]}
-    return yaml.safe_load(_core.render_argo(json.dumps(spec)))
+    text, warnings = _core.render_argo(json.dumps(spec))
+    assert warnings == []
+    return yaml.safe_load(text)
 
 
 def test_the_schema_rejects_what_argo_rejects(validator):
@@ -188,6 +215,11 @@ def test_the_schema_rejects_what_argo_rejects(validator):
         "wrong kind": lambda w: w.update(kind="CronWorkflow"),
         "wrong type": lambda w: w["spec"]["templates"][0].update(inputs={"parameters": "kedro_node"}),
         "missing spec": lambda w: w.pop("spec"),
+        "unknown resources field": lambda w: w["spec"]["templates"][0]["container"].update(resources={"request": {"cpu": "1"}}),
+        "unknown secret ref field": lambda w: w["spec"]["templates"][0]["container"]["env"].append(
+            {"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "keys": "secret"}}}
+        ),
+        "unknown argument field": lambda w: w["spec"]["arguments"]["parameters"][0].update(help="x"),
     }
     for case, mutate in cases.items():
         broken = copy.deepcopy(wf)
@@ -209,6 +241,7 @@ def test_the_lint_catches_broken_dags():
         "does not supply": lambda w: tasks(w)[1]["arguments"]["parameters"].pop(),
         "not a template": lambda w: w["spec"].update(entrypoint="main"),
         "unknown template": lambda w: tasks(w)[0].update(template="kedroo"),
+        "undeclared workflow parameter": lambda w: w["spec"]["arguments"]["parameters"].pop(0),
     }
     for expected, mutate in cases.items():
         broken = copy.deepcopy(wf)

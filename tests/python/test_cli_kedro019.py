@@ -90,21 +90,26 @@ def test_docker(project, python019):
 
 
 def test_argo_generate(project, python019, validator):
+    created = k019(project, python019, "vineyard", "catalog", "create", "-p", "odd", "--catch-all")
+    assert created.returncode == 0, created.stdout[-3000:]
     for name in ("__default__", "modular", "odd"):
         out = project / "deploy" / name
         result = k019(project, python019, "vineyard", "argo", "generate", "-i", "iris:1", "-p", name, "-o", str(out))
         assert result.returncode == 0, result.stdout[-3000:]
         wf = check_workflow_text((out / "argo-iris.yml").read_text(), validator)
         assert task_graph(wf) == graph019(project, python019, name), name
-    legacy = k019(project, python019, "vineyard", "argo", "generate", "-i", "iris:1", "-w", "false", "--output_path", "plain")
+        # Kedro 0.19's `kedro run` takes one pipeline as `--pipeline` (not deprecated there).
+        args = next(t for t in wf["spec"]["templates"] if t["name"] == "kedro")["container"]["args"]
+        assert (args[1:3] == ["--pipeline", name]) == (name != "__default__"), args
+    legacy = k019(project, python019, "vineyard", "argo", "generate", "-i", "iris:1", "-w", "false", "--output_path", "plain", "--allow-local")
     assert legacy.returncode == 0 and "onExit" not in (project / "plain" / "argo-iris.yml").read_text()
 
 
-def _prepare(project: Path, python: str, pipeline: str, *flags: str) -> str:
+def _prepare(project: Path, python: str, pipeline: str, *flags: str, generate_flags: tuple[str, ...] = ()) -> str:
     created = k019(project, python, "vineyard", "catalog", "create", "-p", pipeline, *flags)
     assert created.returncode == 0, created.stdout[-3000:]
     out = project / "deploy"
-    generated = k019(project, python, "vineyard", "argo", "generate", "-i", "iris:1", "-p", pipeline, "-o", str(out))
+    generated = k019(project, python, "vineyard", "argo", "generate", "-i", "iris:1", "-p", pipeline, "-o", str(out), *generate_flags)
     assert generated.returncode == 0, generated.stdout[-3000:]
     return (out / "argo-iris.yml").read_text()
 
@@ -138,6 +143,23 @@ def test_odd_names_run_on_019(project, python019, vineyardd):
     run = run_workflow(text, project, vineyardd.socket, python=python019)
     assert run.ok, run.failure()
     assert sum("odd pipeline result: 10" in r.stdout for r in run.values()) == 1
+    client = _core.Client(vineyardd.socket)
+    try:
+        assert client.list_names(f"{run.uid}/*") == []
+    finally:
+        client.close()
+
+
+def test_grouped_workflow_runs_on_019(project, python019, vineyardd):
+    """Kedro 0.19 selects a namespace with `--namespace` and one pipeline with `--pipeline`."""
+    local = k019(project, python019, "run", "--pipeline", "chained")
+    assert local.returncode == 0, local.stdout[-3000:]
+    text = _prepare(project, python019, "chained", generate_flags=("--group-by", "namespace"))
+    run = run_workflow(text, project, vineyardd.socket, python=python019)
+    assert run.ok, run.failure()
+    assert run.order == ["split", "model"]
+    assert run["model"].args[3:8] == ["run", "--pipeline", "chained", "--namespace", "model"]
+    assert accuracy(run["model"].stdout) == accuracy(local.stdout) == EXPECTED
     client = _core.Client(vineyardd.socket)
     try:
         assert client.list_names(f"{run.uid}/*") == []

@@ -21,13 +21,13 @@ EXPECTED = 0.933
 IRIS_DATASETS = {"X_train", "X_test", "y_train", "y_test", "y_pred"}
 
 
-def prepare(project: Path, pipeline: str = "__default__", *catalog_flags: str) -> str:
+def prepare(project: Path, pipeline: str = "__default__", *catalog_flags: str, generate_flags: tuple[str, ...] = ()) -> str:
     """What happens before the workflow runs: the image's catalog, and `argo generate`."""
     created = kedro(project, "vineyard", "catalog", "create", "-p", pipeline, "-e", "vineyard", *catalog_flags)
     assert created.returncode == 0, created.stdout[-3000:]
     assert "Data Catalog YAML configuration was created" in created.stdout
     out = project / "deploy"
-    generated = kedro(project, "vineyard", "argo", "generate", "-i", "iris:1", "-p", pipeline, "-o", str(out))
+    generated = kedro(project, "vineyard", "argo", "generate", "-i", "iris:1", "-p", pipeline, "-o", str(out), *generate_flags)
     assert generated.returncode == 0, generated.stdout[-3000:]
     return (out / "argo-iris.yml").read_text()
 
@@ -59,7 +59,7 @@ def test_iris_workflow_equals_the_single_process_run(tmp_path, store):
     assert accuracy(run["report-accuracy"].stdout) == reference
     for task, result in run.items():
         assert "Started an embedded vineyardd" not in result.stdout, task
-        assert result.args[1:4] == ["-m", "kedro", "run"] and result.args[-2:] == ["-e", "vineyard"]
+        assert result.args[1:4] == ["-m", "kedro", "run"] and result.args[-3:] == ["-e", "vineyard", "--params="]
     # Every task of the workflow wrote under the workflow's uid, and nothing released them.
     assert namespace_names(client, run.uid) == IRIS_DATASETS
     assert client.status()["memory_usage"] > baseline
@@ -123,3 +123,37 @@ def test_oddly_named_nodes_run_with_a_catch_all_catalog(tmp_path, store):
     assert run_exit_handler(text, project, socket, run.uid).returncode == 0
     assert client.list_names(f"{run.uid}/*") == []
     assert client.status()["memory_usage"] == baseline
+
+
+OTHER_PARAMS = "train_fraction=0.5,random_state=4"
+
+
+def test_grouped_workflow_equals_the_local_run(tmp_path, store):
+    """--group-by namespace: `split` alone, the namespace `model` (two nodes)
+    in one task reading what split stored; the same accuracy as `kedro run`,
+    also with other parameters given at submit time (`argo submit -p params=...`)."""
+    socket, client = store
+    project = copy_iris(tmp_path)
+    add_test_pipelines(project)
+    local = kedro(project, "run", "--pipelines", "chained", env=kedro_env(VINEYARD_IPC_SOCKET=None))
+    assert local.returncode == 0, local.stdout[-3000:]
+    other = kedro(project, "run", "--pipelines", "chained", "--params", OTHER_PARAMS, env=kedro_env(VINEYARD_IPC_SOCKET=None))
+    assert other.returncode == 0, other.stdout[-3000:]
+    assert accuracy(other.stdout) != accuracy(local.stdout)  # so that the parameters visibly reach the run
+    text = prepare(project, "chained", generate_flags=("--group-by", "namespace"))
+    baseline = client.status()["memory_usage"]
+
+    for parameters, reference in ((None, local), ({"params": OTHER_PARAMS}, other)):
+        run = run_workflow(text, project, socket, parameters=parameters, on_exit=False)
+        assert run.ok, run.failure()
+        assert run.order == ["split", "model"]
+        model = run["model"]
+        assert model.args[3:10] == ["run", "--pipelines", "chained", "--namespaces", "model", "-e", "vineyard"]
+        assert "Completed 2 out of 2 tasks" in model.stdout, model.stdout[-3000:]
+        assert accuracy(model.stdout) == accuracy(reference.stdout)
+        # y_pred lived and died inside the model task (Kedro releases it after its last reader there).
+        assert namespace_names(client, run.uid) == IRIS_DATASETS - {"y_pred"}
+        handler = run_exit_handler(text, project, socket, run.uid)
+        assert handler.returncode == 0, handler.stdout[-3000:]
+        assert client.list_names(f"{run.uid}/*") == []
+        assert client.status()["memory_usage"] == baseline

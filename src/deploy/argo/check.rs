@@ -2,7 +2,8 @@
 //! the entrypoint and exit handler exist, template names are unique, DAG task
 //! names are unique DNS-1123 labels, tasks name real templates, dependencies
 //! name real tasks and form no cycle, every input parameter is supplied, and
-//! every `{{inputs.parameters.X}}` a template uses is declared.
+//! every `{{inputs.parameters.X}}` a template uses is declared, as is every
+//! `{{workflow.parameters.X}}` (in `spec.arguments`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -32,6 +33,14 @@ fn param_names(v: Option<&Value>) -> Vec<(String, bool)> {
             ))
         })
         .collect()
+}
+
+/// The names after every `prefix` (`{{inputs.parameters.`) in `text`, up to `}}`.
+fn uses<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    text.match_indices(prefix).map(move |(i, _)| {
+        let rest = &text[i + prefix.len()..];
+        rest.split("}}").next().unwrap_or("").trim()
+    })
 }
 
 /// Problems `argo lint` would report about `yaml` (one message each); empty when it passes.
@@ -69,15 +78,24 @@ pub fn check_workflow(yaml: &str) -> Vec<String> {
             _ => {}
         }
     }
+    let workflow_params: HashSet<String> = param_names(spec.get("arguments"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     for (name, t) in &by_name {
+        let text = serde_yaml::to_string(t).unwrap_or_default();
+        for used in uses(&text, "{{workflow.parameters.") {
+            if !workflow_params.contains(used) {
+                problems.push(format!(
+                    "template {name} uses undeclared workflow parameter {used}"
+                ));
+            }
+        }
         let declared: HashSet<String> = param_names(t.get("inputs"))
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        let text = serde_yaml::to_string(t).unwrap_or_default();
-        for (i, _) in text.match_indices("{{inputs.parameters.") {
-            let rest = &text[i + "{{inputs.parameters.".len()..];
-            let used = rest.split("}}").next().unwrap_or("").trim();
+        for used in uses(&text, "{{inputs.parameters.") {
             if !declared.contains(used) {
                 problems.push(format!(
                     "template {name} uses undeclared input parameter {used}"

@@ -27,13 +27,14 @@ pub(super) struct WorkflowSpec {
     pub(super) entrypoint: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) on_exit: Option<&'static str>,
+    pub(super) arguments: Params,
     pub(super) templates: Vec<Template>,
 }
 
 #[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Template {
-    pub(super) name: &'static str,
+    pub(super) name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) metadata: Option<PodMeta>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,6 +69,8 @@ pub(super) struct Param {
     pub(super) name: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) description: Option<String>,
 }
 
 /// `limit` is an IntOrString; the string form validates against the schema file as well.
@@ -87,12 +90,60 @@ pub(super) struct Container {
     pub(super) env: Vec<EnvVar>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) volume_mounts: Vec<VolumeMount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) resources: Option<ResourceRequirements>,
+}
+
+/// Requests and limits, keyed by resource name (`cpu`, `memory`, `nvidia.com/gpu`).
+#[derive(Serialize)]
+pub(super) struct ResourceRequirements {
+    pub(super) requests: BTreeMap<&'static str, String>,
+    pub(super) limits: BTreeMap<&'static str, String>,
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct EnvVar {
     pub(super) name: &'static str,
-    pub(super) value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) value_from: Option<EnvVarSource>,
+}
+
+impl EnvVar {
+    pub(super) fn value(name: &'static str, value: &str) -> EnvVar {
+        EnvVar {
+            name,
+            value: Some(value.to_string()),
+            value_from: None,
+        }
+    }
+
+    pub(super) fn secret(name: &'static str, secret: &str, key: &str) -> EnvVar {
+        EnvVar {
+            name,
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: SecretKeySelector {
+                    name: secret.to_string(),
+                    key: key.to_string(),
+                },
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct EnvVarSource {
+    pub(super) secret_key_ref: SecretKeySelector,
+}
+
+#[derive(Serialize)]
+pub(super) struct SecretKeySelector {
+    pub(super) name: String,
+    pub(super) key: String,
 }
 
 #[derive(Serialize)]
@@ -124,7 +175,7 @@ pub(super) struct Dag {
 #[derive(Serialize)]
 pub(super) struct Task {
     pub(super) name: String,
-    pub(super) template: &'static str,
+    pub(super) template: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) dependencies: Vec<String>,
     pub(super) arguments: Params,

@@ -1,18 +1,21 @@
 //! Unit tests of the Argo workflow renderer and its structural check.
 
+use std::collections::HashSet;
+
 use serde_yaml::Value;
 
 use super::*;
 use crate::deploy::names::is_dns_label;
 
-fn node(name: &str, deps: &[&str]) -> ArgoNode {
+pub(super) fn node(name: &str, deps: &[&str]) -> ArgoNode {
     ArgoNode {
         name: name.into(),
         deps: deps.iter().map(|d| d.to_string()).collect(),
+        ..ArgoNode::default()
     }
 }
 
-fn iris() -> ArgoSpec {
+pub(super) fn iris() -> ArgoSpec {
     ArgoSpec::new(
         "iris_project",
         "iris:1.0",
@@ -24,13 +27,13 @@ fn iris() -> ArgoSpec {
     )
 }
 
-fn render(spec: &ArgoSpec) -> Value {
-    let text = render_workflow(spec).unwrap();
+pub(super) fn render(spec: &ArgoSpec) -> Value {
+    let text = render_workflow(spec).unwrap().yaml;
     assert_eq!(check_workflow(&text), Vec::<String>::new(), "{text}");
     serde_yaml::from_str(&text).unwrap()
 }
 
-fn template<'a>(wf: &'a Value, name: &str) -> &'a Value {
+pub(super) fn template<'a>(wf: &'a Value, name: &str) -> &'a Value {
     wf["spec"]["templates"]
         .as_sequence()
         .unwrap()
@@ -39,14 +42,14 @@ fn template<'a>(wf: &'a Value, name: &str) -> &'a Value {
         .unwrap()
 }
 
-fn tasks(wf: &Value) -> Vec<Value> {
+pub(super) fn tasks(wf: &Value) -> Vec<Value> {
     template(wf, "dag")["dag"]["tasks"]
         .as_sequence()
         .unwrap()
         .clone()
 }
 
-fn param<'a>(task: &'a Value, name: &str) -> &'a Value {
+pub(super) fn param<'a>(task: &'a Value, name: &str) -> &'a Value {
     &task["arguments"]["parameters"]
         .as_sequence()
         .unwrap()
@@ -65,7 +68,7 @@ fn workflow_has_the_expected_shape() {
     assert_eq!(wf["spec"]["onExit"], "cleanup");
     let kedro = template(&wf, "kedro");
     let c = &kedro["container"];
-    assert_eq!(c["image"], "iris:1.0");
+    assert_eq!(c["image"], "{{workflow.parameters.image}}");
     assert_eq!(c["imagePullPolicy"], "IfNotPresent");
     assert_eq!(c["command"], Value::from(vec!["kedro"]));
     assert_eq!(
@@ -75,8 +78,19 @@ fn workflow_has_the_expected_shape() {
             "-n",
             "{{inputs.parameters.kedro_node}}",
             "-e",
-            "vineyard"
+            "{{workflow.parameters.env}}",
+            "--params={{workflow.parameters.params}}"
         ])
+    );
+    assert!(c.get("resources").is_none());
+    let args = wf["spec"]["arguments"]["parameters"].as_sequence().unwrap();
+    let values: Vec<(&str, &str)> = args
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["value"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        values,
+        [("image", "iris:1.0"), ("env", "vineyard"), ("params", "")]
     );
     assert_eq!(c["env"][0]["name"], "VINEYARD_IPC_SOCKET");
     assert_eq!(c["env"][0]["value"], POD_SOCKET);
@@ -133,7 +147,7 @@ fn exit_handler_deletes_the_workflow_namespace() {
     let wf = render(&iris());
     let cleanup = template(&wf, "cleanup");
     let c = &cleanup["container"];
-    assert_eq!(c["image"], "iris:1.0");
+    assert_eq!(c["image"], "{{workflow.parameters.image}}");
     assert_eq!(c["command"], Value::from(vec!["vineyard-kedro"]));
     assert_eq!(
         c["args"],
@@ -160,7 +174,7 @@ fn without_operator_no_vineyard_remains() {
         pipeline: "ds".into(),
         ..iris()
     };
-    let text = render_workflow(&spec).unwrap();
+    let text = render_workflow(&spec).unwrap().yaml;
     assert!(
         !text.contains("vineyard") && !text.contains("v6d") && !text.contains("workflow.uid"),
         "{text}"
@@ -172,12 +186,13 @@ fn without_operator_no_vineyard_remains() {
         kedro["container"]["args"],
         Value::from(vec![
             "run",
-            "-p",
+            "--pipeline",
             "ds",
             "-n",
             "{{inputs.parameters.kedro_node}}",
             "-e",
-            "prod"
+            "{{workflow.parameters.env}}",
+            "--params={{workflow.parameters.params}}"
         ])
     );
     assert_eq!(kedro["metadata"]["labels"]["app"], "kedro-argo");
@@ -238,6 +253,33 @@ fn bad_specs_are_refused() {
     bad(&|s| s.nodes[0].deps.push("nope".into()), "not a node");
     bad(&|s| s.nodes[0].deps.push("report_accuracy".into()), "cycle");
     bad(&|s| s.vineyard_namespace = "a/b".into(), "Kubernetes name");
+    bad(
+        &|s| s.pipeline_option = "-p".into(),
+        "pipeline option \"-p\"",
+    );
+    bad(&|s| s.namespace_option = "-ns".into(), "namespace option");
+    bad(
+        &|s| s.secret = Some("My_Secret".into()),
+        "not a Kubernetes Secret name",
+    );
+    bad(
+        &|s| {
+            s.secret = Some("ok".into());
+            s.secret_key = "a/b".into();
+        },
+        "not a Kubernetes Secret key",
+    );
+    bad(&|s| s.tags = vec!["a,b".into()], "tag \"a,b\"");
+    bad(&|s| s.conf_source = Some(String::new()), "--conf-source");
+    bad(&|s| s.params = "a=1\nb=2".into(), "--params");
+    bad(
+        &|s| s.resources.memory = Some("4GB".into()),
+        "memory \"4GB\"",
+    );
+    bad(
+        &|s| s.nodes[1].tags = vec!["argo.gpu-half".into()],
+        "node \"make_predictions\": tag \"argo.gpu-half\"",
+    );
 }
 
 #[test]
@@ -250,6 +292,11 @@ fn spec_json_uses_defaults_and_rejects_unknown_fields() {
     assert_eq!(spec.vineyard_namespace, "vineyard-system");
     assert_eq!(spec.vineyardd_name, "vineyardd-sample");
     assert!(spec.with_operator);
+    assert_eq!(spec.group_by, GroupBy::None);
+    assert_eq!(spec.pipeline_option, "--pipeline");
+    assert_eq!(spec.namespace_option, "--namespaces");
+    assert_eq!(spec.secret_key, "secret");
+    assert!(spec.resources.is_empty() && spec.pod_local.is_empty() && !spec.allow_local);
     assert!(serde_json::from_str::<ArgoSpec>(
         r#"{"package_name": "p", "image": "i", "nodes": [], "imag": 1}"#
     )
@@ -293,4 +340,5 @@ fn check_reports_what_argo_lint_would() {
     let cyc = "      - {name: a, template: k, dependencies: [b], arguments: {parameters: [{name: n, value: x}]}}\n      - {name: b, template: k, dependencies: [a], arguments: {parameters: [{name: n, value: x}]}}\n";
     has(&dag(cyc), "cycle");
     has(&format!("{head}  entrypoint: k\n  templates:\n  - name: k\n    container: {{image: i, args: ['{{{{inputs.parameters.m}}}}']}}\n"), "undeclared input parameter m");
+    has(&format!("{head}  entrypoint: k\n  arguments: {{parameters: [{{name: env, value: x}}]}}\n  templates:\n  - name: k\n    container: {{image: '{{{{workflow.parameters.image}}}}', args: ['{{{{workflow.parameters.env}}}}']}}\n"), "undeclared workflow parameter image");
 }

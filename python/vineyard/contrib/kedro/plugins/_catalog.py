@@ -12,6 +12,7 @@ Kedro 1.x removed ``kedro catalog create``; this is what is left of it.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -78,13 +79,19 @@ def dataset_names(pipeline: Any) -> set[str]:
     return {n for n in names if not _is_parameter(n)}
 
 
-def load_catalog(metadata: Any, env: str | None) -> Any:
-    """The project's catalog for `env` (with ``base``), as ``kedro run -e ENV`` sees it."""
+def load_catalog(metadata: Any, env: str | None, conf_source: str | None = None, runtime_params: dict | None = None) -> Any:
+    """The project's catalog for `env` (with ``base``), as ``kedro run -e ENV
+    [--conf-source ...] [--params ...]`` sees it."""
     from kedro.framework.session import KedroSession
 
+    options: dict[str, Any] = {"conf_source": conf_source} if conf_source else {}
+    if runtime_params:
+        # Kedro 1.x calls them runtime_params, 0.19 extra_params.
+        accepted = inspect.signature(KedroSession.create).parameters
+        options["runtime_params" if "runtime_params" in accepted else "extra_params"] = runtime_params
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with KedroSession.create(project_path=metadata.project_path, env=env) as session:
+        with KedroSession.create(project_path=metadata.project_path, env=env, **options) as session:
             return session.load_context().catalog
 
 

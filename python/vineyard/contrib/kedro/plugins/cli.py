@@ -12,7 +12,6 @@ rendering (serde_yaml, typed Dockerfile instructions) to the Rust core.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,23 +26,10 @@ from vineyard.contrib.kedro.plugins._docker import docker
 __all__ = ["commands", "main", "vineyard"]
 
 PROGRAM = "vineyard-kedro"
-STORE_COMMANDS = ("ls", "inspect", "rm", "gc", "status", "serve")
+# The Rust command line's subcommands (all store commands) with clap's one-line help.
+_CLAP_COMMANDS: list[tuple[str, str]] = _core.cli_commands()
+STORE_COMMANDS = tuple(name for name, _ in _CLAP_COMMANDS)
 _HELP_FLAGS = ("-h", "--help")
-
-
-def _clap_abouts() -> dict[str, str]:
-    """The one-line help of every clap subcommand, from clap's own help."""
-    code, out, _ = _core.run_cli_captured([PROGRAM, "--help"])
-    abouts: dict[str, str] = {}
-    if code != 0 or "Commands:" not in out:
-        return abouts
-    for line in out.split("Commands:", 1)[1].strip("\n").splitlines():
-        if not line.strip():
-            break
-        found = re.match(r"\s+(\S+)\s+(.*)", line)
-        if found:
-            abouts[found.group(1)] = found.group(2).strip()
-    return abouts
 
 
 def _point_at_vineyardd() -> None:
@@ -115,9 +101,9 @@ def vineyard() -> None:
 
 
 def _add_store_commands() -> None:
-    abouts = _clap_abouts()
-    for name in STORE_COMMANDS:
-        vineyard.add_command(ForwardedCommand(name, abouts.get(name, f"`{PROGRAM} {name}`"), foreground=name == "serve"))
+    """Every subcommand of the Rust command line, with clap's own one-line help."""
+    for name, about in _CLAP_COMMANDS:
+        vineyard.add_command(ForwardedCommand(name, about or f"`{PROGRAM} {name}`", foreground=name == "serve"))
 
 
 _add_store_commands()
