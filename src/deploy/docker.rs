@@ -281,7 +281,7 @@ fn instructions(spec: &DockerSpec) -> Vec<Instruction> {
     ];
     if spec.with_vineyard {
         v.push(Comment(
-            "vineyard-kedro: VineyardDataSet, runners and `kedro vineyard`".into(),
+            "vineyard-kedro: VineyardDataset, runners and `kedro vineyard`".into(),
         ));
         v.push(Run(vec![vec![
             Word::Lit("pip".into()),
@@ -347,7 +347,7 @@ fn instructions(spec: &DockerSpec) -> Vec<Instruction> {
     ]);
     if spec.with_vineyard {
         v.push(Comment(
-            "VineyardDataSet entries for the pipeline's intermediate datasets".into(),
+            "VineyardDataset entries for the pipeline's intermediate datasets".into(),
         ));
         v.push(Run(vec![lit(&[
             "kedro",

@@ -11,7 +11,7 @@ fn spec<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> PyResult<T> {
         .map_err(|e| PyValueError::new_err(format!("invalid {what} spec: {e}")))
 }
 
-/// Merges VineyardDataSet entries for `names` into `existing` catalog YAML
+/// Merges VineyardDataset entries for `names` into `existing` catalog YAML
 /// (never clobbering a user's entry); returns `(yaml, names_added)`.
 #[pyfunction]
 #[pyo3(signature = (names, existing = None, catch_all = false))]

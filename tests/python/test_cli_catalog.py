@@ -99,7 +99,7 @@ def test_catch_all_pattern(in_project, tmp_path):
     assert invoke("catalog", "create", "-p", "__default__").output.strip().endswith(ALL_DONE)
     listed = listing(invoke("catalog", "list", "-e", "vineyard").output)
     mentioned = listed["Datasets in '__default__' pipeline"]["Datasets mentioned in pipeline"]
-    assert sorted(mentioned["VineyardDataSet"]) == INTERMEDIATES
+    assert sorted(mentioned["VineyardDataset"]) == INTERMEDIATES
 
 
 def test_catch_all_is_not_added_over_a_users_pattern(in_project, tmp_path):
@@ -140,7 +140,7 @@ def test_list(in_project, tmp_path):
     assert invoke("catalog", "create", "-p", "__default__").exit_code == 0
     after = listing(invoke("catalog", "list", "-e", "vineyard", "-p", "__default__").output)
     mentioned = after["Datasets in '__default__' pipeline"]["Datasets mentioned in pipeline"]
-    assert mentioned == {"CSVDataset": ["example_iris_data"], "VineyardDataSet": INTERMEDIATES}
+    assert mentioned == {"CSVDataset": ["example_iris_data"], "VineyardDataset": INTERMEDIATES}
     unknown = invoke("catalog", "list", "-p", "__default__,nope")
     assert unknown.exit_code == 1 and "'nope' pipeline not found" in unknown.output
 
@@ -152,7 +152,7 @@ def test_catalog_commands_through_kedro_and_a_run(tmp_path, vineyardd):
     assert CREATED.format(catalog_file(project)) in created.stdout
     assert kedro(project, "vineyard", "catalog", "create", "-p", "__default__").stdout.strip().endswith(ALL_DONE)
     listed = kedro(project, "vineyard", "catalog", "list", "-e", "vineyard")
-    assert listed.returncode == 0 and "VineyardDataSet:" in listed.stdout
+    assert listed.returncode == 0 and "VineyardDataset:" in listed.stdout
     # The entries are what `kedro run -e vineyard` uses: every intermediate goes through vineyardd,
     # and Kedro's runner releases each one after its last use.
     from vineyard.contrib.kedro import _core
@@ -165,7 +165,7 @@ def test_catalog_commands_through_kedro_and_a_run(tmp_path, vineyardd):
         assert run.returncode == 0, run.stdout[-3000:]
         assert accuracy(run.stdout) == 0.933
         for name in INTERMEDIATES:
-            assert f"Saving data to {name} (VineyardDataSet)" in run.stdout, name
+            assert f"Saving data to {name} (VineyardDataset)" in run.stdout, name
         assert client.list_names("catalog-test/*") == []
         assert client.status()["memory_usage"] == baseline
     finally:

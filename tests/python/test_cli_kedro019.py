@@ -74,7 +74,7 @@ def test_catalog_create_and_list(project, python019):
     again = k019(project, python019, "vineyard", "catalog", "create", "-p", "__default__")
     assert again.stdout.strip().endswith("All datasets are already configured.")
     listed = k019(project, python019, "vineyard", "catalog", "list", "-e", "vineyard", "-p", "__default__")
-    assert listed.returncode == 0 and "VineyardDataSet:" in listed.stdout and "CSVDataset:" in listed.stdout
+    assert listed.returncode == 0 and "VineyardDataset:" in listed.stdout and "CSVDataset:" in listed.stdout
     odd = k019(project, python019, "vineyard", "catalog", "create", "-p", "odd", "--catch-all")
     assert odd.returncode == 0 and "{default}" in (path.parent / "odd.yml").read_text()
 

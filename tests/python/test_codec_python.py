@@ -85,7 +85,11 @@ def test_containers_with_big_members_keep_their_types(client, value):
         ("lone \ud800 surrogate", "vineyard_kedro::Str"),
         (b"bytes", "vineyard_kedro::Bytes"),
         (bytearray(b"ba"), "vineyard_kedro::Bytes"),
-        ([1, 2, 3], "vineyard::PickleBuffer"),
+        ([1, 2, 3], "vineyard_kedro::Plain"),
+        ({"a": 1, "b": [1.5, None, float("inf")], (1, "x"): b"z", 2**70: (True, bytearray(b"y")), 0.5: {}}, "vineyard_kedro::Plain"),
+        ({"when": datetime.date(2020, 1, 2)}, "vineyard::PickleBuffer"),
+        ({"lone": "\ud800"}, "vineyard::PickleBuffer"),
+        (list(range(257)), "vineyard::PickleBuffer"),
         ({"a": np.arange(4096)}, "vineyard_kedro::Dict"),
         ([np.arange(4096)], "vineyard::Sequence"),
         ((np.arange(4096),), "vineyard::Sequence"),
@@ -97,6 +101,18 @@ def test_containers_with_big_members_keep_their_types(client, value):
 def test_layouts_and_exact_values(client, value, typename):
     assert typename_of(value) == typename
     assert same(roundtrip(client, value), value)
+
+
+@pytest.mark.parametrize(
+    "value_",
+    ['{"q": 1}', '{"d": [[1]]}', '{"d": [[[1], 2]]}', '{"f": 1.5}', '{"b": "not base64!"}', '{"i": "12x"}', "[" * 20 + "]" * 20],
+)
+def test_bad_plain_metadata_is_a_layout_error(value_):
+    from vineyard.contrib.kedro.codec import decode_meta
+    from vineyard.contrib.kedro.errors import LayoutError
+
+    with pytest.raises(LayoutError, match="vineyard_kedro::Plain"):
+        decode_meta({"typename": "vineyard_kedro::Plain", "value_": value_}, {})
 
 
 @dataclasses.dataclass

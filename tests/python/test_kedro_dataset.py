@@ -76,7 +76,7 @@ def test_describe_and_repr(vineyardd):
     ds = VineyardDataSet(ds_name="d", vineyard_ipc_socket="/x.sock", namespace="n")
     desc = ds._describe()
     assert desc["ds_name"] == "d" and desc["object_name"] == "n/d" and desc["vineyard_ipc_socket"] == "/x.sock"
-    assert "VineyardDataSet" in str(ds)
+    assert "VineyardDataset" in str(ds)
 
 
 def test_pickles_and_works_in_another_process(vineyardd):

@@ -44,7 +44,7 @@ def test_runner_with_embedded_vineyardd(iris, runner):
     assert not socket.exists() and not socket.parent.exists()
     assert "objects saved" in out  # the end-of-run summary line
     if runner != "ParallelRunner":  # workers do not run dataset hooks/logging in the parent
-        assert "(VineyardDataSet)" in out
+        assert "(VineyardDataset)" in out
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
@@ -172,35 +172,7 @@ def test_hook_entry_point_with_kedros_default_runner(iris, vineyardd):
     result = kedro(iris, "run", env=env)
     assert result.returncode == 0, result.stdout[-4000:]
     assert accuracy(result.stdout) == EXPECTED
-    assert "Saving data to X_train (VineyardDataSet)" in result.stdout
+    assert "Saving data to X_train (VineyardDataset)" in result.stdout
     assert set(c.list_names()) == names_before
     off = kedro(iris, "run", env=kedro_env(VINEYARD_IPC_SOCKET=vineyardd.socket))
-    assert "(VineyardDataSet)" not in off.stdout
-
-
-LOGGING_018 = """version: 1
-disable_existing_loggers: False
-handlers:
-  console: {class: logging.StreamHandler, stream: "ext://sys.stdout"}
-loggers:
-  kedro: {level: INFO}
-  iris: {level: INFO}
-root: {handlers: [console]}
-"""
-
-
-@pytest.mark.parametrize("runner", RUNNERS)
-def test_kedro_018(tmp_path, runner):
-    """Kedro 0.18.14, where the old plugin ran: the same import paths work."""
-    python = os.environ.get("VINEYARD_KEDRO018_OURS_PYTHON")
-    if not python:
-        pytest.fail("set VINEYARD_KEDRO018_OURS_PYTHON to a Python with Kedro 0.18.14 and this package (.ci/run does)")
-    project = copy_iris(tmp_path, kedro_init_version="0.18.14")
-    registry = project / "src" / "iris" / "pipeline_registry.py"
-    registry.write_text(registry.read_text().replace("find_pipelines(raise_errors=True)", "find_pipelines()"))
-    (project / "conf" / "base" / "logging.yml").write_text(LOGGING_018)  # 0.18 hides project logs otherwise
-    env = kedro_env(VINEYARD_IPC_SOCKET=None)
-    assert "0.18.14" in kedro(project, "--version", python=python, env=env).stdout
-    result = kedro(project, "run", "--runner", f"vineyard.contrib.kedro.runner.{runner}", python=python, env=env)
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert accuracy(result.stdout) == EXPECTED
+    assert "(VineyardDataset)" not in off.stdout

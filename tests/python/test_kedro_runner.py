@@ -82,17 +82,30 @@ def failing(frame, series, array, table, plain, when):
     raise RuntimeError("boom in the second node")
 
 
-def test_failed_run_leaves_nothing(vineyardd):
+def test_failed_run_keeps_its_intermediates_for_resuming(vineyardd, caplog):
+    """On a long-lived vineyardd, a failed run keeps what the unfinished nodes
+    need, under its namespace, marked resumable; deleting that namespace (what
+    `vineyard-kedro gc --namespace` does) frees everything."""
+    caplog.set_level(logging.INFO, logger="vineyard.contrib.kedro")
     c = _core.Client(vineyardd.socket)
     names_before = set(c.list_names())
     usage = c.status()["memory_usage"]
     p = pipeline([node(produce, None, OUTS, name="produce"), node(failing, OUTS, "verdict", name="fail")])
     with pytest.raises(RuntimeError, match="boom") as excinfo:
         SequentialRunner(vineyard_ipc_socket=vineyardd.socket).run(p, DataCatalog())
-    assert set(c.list_names()) == names_before
+    kept = {name for name, _ in set(c.list_names()) - names_before}
+    namespaces = {name.split("/")[0] for name in kept}
+    assert len(namespaces) == 1, kept
+    namespace = namespaces.pop()
+    assert kept == {f"{namespace}/{name}" for name in [*OUTS, "_vineyard_kedro_resume"]}
+    hint = [r.getMessage() for r in caplog.records if "To resume" in r.getMessage()]
+    assert len(hint) == 1 and f"VINEYARD_KEDRO_NAMESPACE={namespace}" in hint[0] and "--from-nodes fail" in hint[0]
+    assert f"vineyard-kedro gc --namespace {namespace}" in hint[0]
     # The traceback holds the failed node's inputs: zero-copy views of the
     # objects, whose deletes wait until the views are gone.
     runner_client = _connection.client_for(vineyardd.socket)
+    runner_client.delete_namespace(f"{namespace}/")
+    assert set(c.list_names()) == names_before
     assert runner_client.deferred > 0
     del excinfo
     gc.collect()
@@ -136,7 +149,7 @@ def test_hook_routes_intermediates_of_kedros_own_runner(vineyardd, monkeypatch):
     hook.before_pipeline_run(run_params={"run_id": "hook-test"}, pipeline=p, catalog=catalog)
     assert isinstance(catalog["frame"] if hasattr(catalog, "__getitem__") else catalog._datasets["frame"], VineyardDataSet)
     KedroSequential().run(p, catalog)
-    hook.after_pipeline_run()
+    hook.after_pipeline_run(run_params={"run_id": "hook-test"}, catalog=catalog)
     assert set(c.list_names()) == names_before
 
 
@@ -147,7 +160,7 @@ def test_entry_point_hook_is_off_unless_enabled(monkeypatch, vineyardd):
     catalog = DataCatalog()
     entry_point_hook.before_pipeline_run(run_params={}, pipeline=every_type_pipeline(), catalog=catalog)
     assert "frame" not in catalog
-    entry_point_hook.after_pipeline_run()
+    entry_point_hook.after_pipeline_run(run_params={}, catalog=catalog)
 
 
 def test_a_dataset_name_outside_the_grammar_stays_in_memory(vineyardd, caplog):

@@ -1,6 +1,6 @@
 """vineyard-kedro: Kedro datasets and runners over vineyard shared memory.
 
-``VineyardDataSet`` stores a dataset in vineyardd; the runners
+``VineyardDataset`` (alias ``VineyardDataSet``) stores a dataset in vineyardd; the runners
 (``SequentialRunner``, ``ParallelRunner``, ``ThreadRunner``) route every
 intermediate dataset through it; ``hooks`` does the same for Kedro's own
 runners.

@@ -206,6 +206,43 @@ class Stats:
 STATS = Stats()
 
 
+def report_to(sink: tuple[str, int] | None, kind: str, nbytes: int, seconds: float) -> None:
+    """Appends one save or load to `sink`'s file when this process is not the
+    one that owns it (ParallelRunner's workers): the run's summary adds them.
+    One short O_APPEND write per line, so concurrent workers do not interleave."""
+    if sink is None or os.getpid() == sink[1]:
+        return
+    try:
+        fd = os.open(sink[0], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{kind} {nbytes} {seconds:.6f}\n".encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # the summary line only misses this one
+
+
+def read_reports(path: str) -> tuple[int, int, int, int, float, float]:
+    """Sums the lines `report_to` wrote, in `Stats.snapshot`'s order."""
+    saves = loads = bsaved = bloaded = 0
+    tsave = tload = 0.0
+    try:
+        with open(path, encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return (0, 0, 0, 0, 0.0, 0.0)
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        kind, n, t = parts[0], int(parts[1]), float(parts[2])
+        if kind == "save":
+            saves, bsaved, tsave = saves + 1, bsaved + n, tsave + t
+        elif kind == "load":
+            loads, bloaded, tload = loads + 1, bloaded + n, tload + t
+    return (saves, loads, bsaved, bloaded, tsave, tload)
+
+
 def _flush_all() -> None:
     for (_, pid), c in list(_clients.items()):
         if pid == os.getpid():

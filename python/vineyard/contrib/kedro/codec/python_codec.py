@@ -11,11 +11,14 @@
 | ``list``, ``tuple`` holding big values | ``vineyard::Sequence`` ``{size_, __elements_-size, __elements_-<i>: member, type_: "list"/"tuple"}`` |
 | ``dict`` holding big values | ``vineyard_kedro::Dict`` ``{size_, __values_-size, __values_-key-<i>: JSON label, __values_-value-<i>: member}`` |
 
-Containers whose items are all small (scalars, short strings, small
-containers) are pickled as one blob: a member object per item would cost far
-more than it saves. A container holds members only when some item is big
-(an array, a frame, an Arrow object, a long string or bytes), so those items
-keep their zero-copy layouts; at most 256 items and 8 levels deep.
+| ``list``, ``tuple``, ``dict`` of small plain values | ``vineyard_kedro::Plain`` ``{value_: tagged JSON}`` (python_plain.py) |
+
+A container holds members only when some item is big (an array, a frame, an
+Arrow object, a long string or bytes), so those items keep their zero-copy
+layouts; at most 256 items and 8 levels deep. A container of small plain
+values (the scalars above, short str and bytes, such containers) is one
+metadata node (a member object per item would cost more than it saves);
+other small containers (holding e.g. a datetime) are pickled as one blob.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from .python_plain import encode_plain, is_plain
 from .registry import (
     OURS,
     LayoutError,
@@ -129,6 +133,8 @@ def encode_python(value: Any, w: Writer, encode: Callable[[Any, Writer], dict]) 
             tree["format_"] = mv.format
             tree["shape_"] = jdump(list(mv.shape))
         return tree
+    if t in (list, tuple, dict) and not as_members(value) and is_plain(value):
+        return encode_plain(value)
     if (t is list or t is tuple) and as_members(value):
         tree = {"typename": SEQUENCE, "type_": t.__name__, "size_": len(value), "__elements_-size": len(value), "nbytes": 0}
         for i, item in enumerate(value):

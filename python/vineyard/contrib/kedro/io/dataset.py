@@ -1,17 +1,30 @@
-"""``VineyardDataSet``: a Kedro dataset stored in vineyard shared memory."""
+"""``VineyardDataset``: a Kedro dataset stored in vineyard shared memory."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
+import warnings
 from typing import Any
 
 from vineyard.contrib.kedro import _connection, _core
 from vineyard.contrib.kedro._compat import AbstractDataset, DatasetError
 from vineyard.contrib.kedro.errors import ConnectError, ObjectNotFoundError, VineyardError
+from vineyard.contrib.kedro.io._preview import TablePreview, sliced_meta, table_preview
 
 logger = logging.getLogger(__name__)
+
+# Kedro (0.19, 1.x) warns about any catalog `type:` ending in "Set", before it
+# imports the class: the old `VineyardDataSet` spelling is our own supported
+# alias, so that warning is silenced for it (and only for it). Kedro loads this
+# module through the package's entry points before it parses the catalog.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Since kedro-datasets 2\.0, 'Dataset' is spelled with a lowercase 's'\. "
+    r"Got '(vineyard\.contrib\.kedro\.(io\.(dataset\.)?)?)?VineyardDataSet'",
+    category=UserWarning,
+)
 
 
 def _nbytes(value: Any) -> int:
@@ -29,7 +42,7 @@ def _nbytes(value: Any) -> int:
     return 0
 
 
-class VineyardDataSet(AbstractDataset):
+class VineyardDataset(AbstractDataset):
     """Stores a value in vineyard shared memory, under a vineyard name.
 
     A node writes its output once into vineyardd's shared memory; the next
@@ -50,12 +63,12 @@ class VineyardDataSet(AbstractDataset):
     .. code-block:: yaml
 
         model_input_table:
-          type: vineyard.contrib.kedro.io.dataset.VineyardDataSet
+          type: vineyard.contrib.kedro.io.dataset.VineyardDataset
           ds_name: model_input_table
 
         # every dataset the catalog does not name otherwise (Kedro >= 0.19)
         "{default}":
-          type: vineyard.contrib.kedro.io.dataset.VineyardDataSet
+          type: vineyard.contrib.kedro.io.dataset.VineyardDataset
           ds_name: "{default}"
 
     Example usage for the Python API:
@@ -100,7 +113,7 @@ class VineyardDataSet(AbstractDataset):
                 everyone who can write to the vineyardd is trusted.
         """
         if not ds_name or not isinstance(ds_name, str):
-            raise DatasetError(f"VineyardDataSet needs a non-empty ds_name, got {ds_name!r}")
+            raise DatasetError(f"VineyardDataset needs a non-empty ds_name, got {ds_name!r}")
         self.ds_name = ds_name
         self.vineyard_ipc_socket = vineyard_ipc_socket
         self.namespace = namespace if namespace is not None else (os.environ.get(_connection.ENV_NAMESPACE) or None)
@@ -110,6 +123,11 @@ class VineyardDataSet(AbstractDataset):
         except VineyardError as exc:
             raise DatasetError(f"VineyardDataSet {ds_name[:60]!r}: {exc} (names: README, 'Names')") from exc
         self.allow_unsigned_pickle = bool(allow_unsigned_pickle)
+        # Set by the runners: where worker processes report their saves and
+        # loads for the run's summary (path, pid of the run's process).
+        self._stats_sink: tuple[str, int] | None = None
+        # Set by the runners with keep_objects: Kedro's releases keep the object.
+        self._keep = False
 
     # Kedro aliases _load/_save to load/save (and wraps them with logging and
     # DatasetError); instances pickle as plain configuration, since clients
@@ -162,6 +180,7 @@ class VineyardDataSet(AbstractDataset):
         seconds = time.perf_counter() - start
         nbytes = _nbytes(value)
         _connection.STATS.add_load(nbytes, seconds)
+        _connection.report_to(self._stats_sink, "load", nbytes, seconds)
         logger.debug("Loaded '%s' from vineyard: %d bytes in %.3f s", self.object_name, nbytes, seconds)
         return value
 
@@ -181,6 +200,7 @@ class VineyardDataSet(AbstractDataset):
             ) from exc
         seconds = time.perf_counter() - start
         _connection.STATS.add_save(info.nbytes, seconds)
+        _connection.report_to(self._stats_sink, "save", info.nbytes, seconds)
         logger.debug("Saved '%s' to vineyard: %d bytes in %.3f s", self.object_name, info.nbytes, seconds)
 
     def _exists(self) -> bool:
@@ -191,6 +211,8 @@ class VineyardDataSet(AbstractDataset):
             raise self._fail("checking", socket, origin, exc) from exc
 
     def _release(self) -> None:
+        if self._keep:
+            return
         socket, origin = self._socket()
         try:
             c = _connection.client_for(socket)
@@ -201,17 +223,60 @@ class VineyardDataSet(AbstractDataset):
         except VineyardError as exc:
             raise self._fail("releasing", socket, origin, exc) from exc
 
+    def _where_configured(self) -> tuple[str | None, str]:
+        """The socket and where it comes from, without starting anything."""
+        if self.vineyard_ipc_socket:
+            return self.vineyard_ipc_socket, f"vineyardd at {self.vineyard_ipc_socket}"
+        env = os.environ.get(_connection.ENV_SOCKET)
+        if env:
+            return env, f"vineyardd at {env} (from ${_connection.ENV_SOCKET})"
+        embedded = _connection.embedded_socket()
+        if embedded:
+            return embedded, f"the embedded vineyardd at {embedded}"
+        return None, "the embedded vineyardd of the run that uses it (no vineyardd configured)"
+
     def _describe(self) -> dict[str, Any]:
         return {
             "ds_name": self.ds_name,
             "object_name": self.object_name,
             "namespace": self.namespace,
             "vineyard_ipc_socket": self.vineyard_ipc_socket,
+            "stored_in": f"'{self.object_name}' in {self._where_configured()[1]}",
         }
 
+    def preview(self, nrows: int = 5, ncolumns: int = 20) -> TablePreview:
+        """kedro-viz's preview: the first `nrows` rows (and `ncolumns` columns)
+        of a frame, the head of an array, the first items of a container.
+
+        Reads only the rows it shows of frames with tensor columns (numbers,
+        strings) and of arrays; never starts a vineyardd.
+        """
+        from vineyard.contrib.kedro.codec import decode_meta
+        from vineyard.contrib.kedro.errors import LayoutError
+
+        socket, where = self._where_configured()
+        if socket is None:
+            raise DatasetError(f"Cannot preview '{self.object_name}': no vineyardd configured (set {_connection.ENV_SOCKET})")
+        try:
+            _, meta, blobs = _connection.client_for(socket).get(name=self.object_name)
+            value = None
+            head = sliced_meta(meta, max(0, int(nrows)))
+            if head is not None:
+                try:
+                    value = decode_meta(head, blobs)
+                except LayoutError:  # not sliceable after all: decode the whole value
+                    value = None
+            if value is None:
+                value = decode_meta(meta, blobs)
+        except ObjectNotFoundError as exc:
+            raise DatasetError(f"No object named '{self.object_name}' in {where} to preview ({exc})") from exc
+        except VineyardError as exc:
+            raise DatasetError(f"Failed while previewing '{self.object_name}' in {where}: {exc}") from exc
+        return table_preview(value, max(0, int(nrows)), max(1, int(ncolumns)))
 
 
-#: The modern spelling (Kedro >= 0.19 says "Dataset").
-VineyardDataset = VineyardDataSet
+
+#: The spelling of vineyard-kedro 0.24 (Kedro 0.18 days); same class.
+VineyardDataSet = VineyardDataset
 
 __all__ = ["VineyardDataSet", "VineyardDataset"]

@@ -1,7 +1,7 @@
 """``kedro vineyard catalog list|create``, and the project lookup the other
 project commands share.
 
-``create`` writes ``VineyardDataSet`` entries for the datasets of a pipeline
+``create`` writes ``VineyardDataset`` entries for the datasets of a pipeline
 that the catalog does not define (parameters excluded) into
 ``conf/<env>/catalog/<pipeline>.yml``, as the old plugin did, merging with
 that file and never touching an entry a user wrote (the merge itself is
@@ -75,7 +75,7 @@ def _is_parameter(name: str) -> bool:
 
 def dataset_names(pipeline: Any) -> set[str]:
     """The pipeline's datasets, parameters excluded."""
-    names = pipeline.datasets() if hasattr(pipeline, "datasets") else pipeline.data_sets()
+    names = pipeline.datasets()
     return {n for n in names if not _is_parameter(n)}
 
 
@@ -177,7 +177,7 @@ def list_datasets(metadata: Any, pipeline: list[str], env: str | None, verbose: 
 def create_catalog(metadata: Any, pipeline_name: str, env: str, catch_all: bool, verbose: bool) -> None:
     """Create Data Catalog YAML configuration with missing datasets.
 
-    Adds a VineyardDataSet entry for every dataset of the pipeline that the
+    Adds a VineyardDataset entry for every dataset of the pipeline that the
     catalog of ENV (with base) does not define, parameters excluded, to
     `<conf_source>/<env>/catalog/<pipeline_name>.yml`, which is merged with
     and never overwrites existing entries. Run the pipeline with `-e ENV`

@@ -11,7 +11,9 @@ rendering (serde_yaml, typed Dockerfile instructions) to the Rust core.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -28,6 +30,23 @@ PROGRAM = "vineyard-kedro"
 _CLAP_COMMANDS: list[tuple[str, str]] = _core.cli_commands()
 STORE_COMMANDS = tuple(name for name, _ in _CLAP_COMMANDS)
 _HELP_FLAGS = ("-h", "--help")
+
+
+def _point_at_vineyardd() -> None:
+    """Before `serve`: the Rust side looks for vineyardd in $VINEYARDD, the
+    activated virtualenv and $PATH. Run as `<venv>/bin/vineyard-kedro` with the
+    venv not activated, none of them has the vineyardd pip installed next to
+    this package; find it here (this package's own site-packages, then this
+    interpreter's) and hand it over as $VINEYARDD."""
+    if os.environ.get("VINEYARDD"):
+        return
+    from vineyard.contrib.kedro._connection import _site_dirs
+
+    own = str(Path(__file__).resolve().parents[4])  # <site-packages>/vineyard/contrib/kedro/plugins
+    try:
+        os.environ["VINEYARDD"] = _core.find_vineyardd(None, [own, *_site_dirs()])
+    except Exception:  # noqa: BLE001 - not found: serve reports it, with its own message
+        pass
 
 
 class ForwardedCommand(click.Command):
@@ -56,6 +75,7 @@ class ForwardedCommand(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         argv = [self._program(ctx), self.name or "", *ctx.params.get("args", ())]
         if self.foreground and not any(a in _HELP_FLAGS for a in argv[2:]):
+            _point_at_vineyardd()
             sys.stdout.flush()
             sys.stderr.flush()
             ctx.exit(_core.run_cli(argv))
@@ -75,7 +95,7 @@ def commands() -> None:
 @commands.group(name="vineyard", context_settings={"help_option_names": list(_HELP_FLAGS)})
 def vineyard() -> None:
     """Commands for working with vineyard: see what a vineyardd holds and clean
-    it (ls, inspect, rm, gc, status), run one (serve), write VineyardDataSet
+    it (ls, inspect, rm, gc, status), run one (serve), write VineyardDataset
     catalog entries (catalog), build the image (docker) and generate the Argo
     workflow (argo) that runs the pipeline one node per pod."""
 
@@ -94,6 +114,8 @@ vineyard.add_command(argo)
 
 def main() -> None:
     """The ``vineyard-kedro`` script: the Rust command line, without Kedro."""
+    if "serve" in sys.argv[1:]:
+        _point_at_vineyardd()
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(_core.run_cli([PROGRAM, *sys.argv[1:]]))
