@@ -48,6 +48,13 @@ use crate::client::{release_msgs, Client};
 use crate::error::Result;
 use crate::object::{ObjectId, ObjectMeta};
 
+/// Typenames `sweep` and `abandoned` list (a full-match regex): vineyard's
+/// layouts and ours, which is everything this package stores or deletes.
+/// Listing every object would expand objects of any other typename, and
+/// vineyardd 0.24.2 crashes expanding an object that is its own member, or
+/// takes minutes on very deep trees (see `cli::store::orphan_blobs`).
+const OUR_TYPENAMES: &str = "vineyard(_kedro)?::.*";
+
 /// The label a deleter puts on an object it could not free yet.
 pub const RETIRED_LABEL: &str = "vineyard_kedro.retired";
 
@@ -267,7 +274,7 @@ const LIST_LIMIT: usize = 1 << 30;
 /// `gc`, not for the save and load path.
 pub fn sweep(client: &mut Client) -> Result<Outcome> {
     let retired: Vec<(ObjectId, ObjectMeta)> = client
-        .list_data("*", false, LIST_LIMIT)?
+        .list_data(OUR_TYPENAMES, true, LIST_LIMIT)?
         .into_iter()
         .filter(|(id, m)| !id.is_blob() && is_retired(m))
         .collect();
@@ -292,7 +299,7 @@ pub fn abandoned(client: &mut Client) -> Result<Vec<(ObjectId, ObjectMeta)>> {
     };
     let named = names(client)?;
     let candidates: Vec<(ObjectId, ObjectMeta)> = client
-        .list_data("*", false, LIST_LIMIT)?
+        .list_data(OUR_TYPENAMES, true, LIST_LIMIT)?
         .into_iter()
         .filter(|(id, m)| {
             !id.is_blob() && m.get(SAVED_AS_KEY).is_some() && !named.contains(id) && !is_retired(m)

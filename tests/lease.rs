@@ -22,7 +22,7 @@ fn connect(server: &Server) -> Client {
 
 /// Stores `data` as a one-blob object named `name`.
 fn put_named(c: &mut Client, data: &[u8], name: &str) -> ObjectId {
-    let tree = json!({"typename": "test::Bytes", "nbytes": data.len(), "buffer_": {"__blob__": 0}});
+    let tree = json!({"typename": "vineyard_kedro::TestBytes", "nbytes": data.len(), "buffer_": {"__blob__": 0}});
     let opts = PutOptions {
         persist: true,
         name: Some(name.to_string()),
@@ -159,7 +159,7 @@ fn a_save_that_died_after_persist_is_reclaimed_by_gc_orphans() {
     // SAFETY: the blob is fresh, unsealed and ours.
     unsafe { blob.as_mut_slice() }.copy_from_slice(&data);
     w.seal(blob.id()).unwrap();
-    let mut meta = vineyard_kedro::ObjectMeta::new("test::Bytes");
+    let mut meta = vineyard_kedro::ObjectMeta::new("vineyard_kedro::TestBytes");
     meta.set("instance_id", w.instance_id());
     meta.set(lease::SAVED_AS_KEY, "ns/dead");
     meta.set(

@@ -343,46 +343,40 @@ pub(super) fn gc(
 pub(crate) struct OrphanScan {
     /// Orphan blobs freed, with their sizes.
     pub orphans: Vec<(ObjectId, u64)>,
-    /// Blobs left alone because a live connection holds them (referenced
-    /// or not: telling would need the listing of every object).
+    /// Unreferenced blobs left alone because a live connection holds them.
     pub in_use: usize,
 }
 
 /// Frees the sealed blobs that no object references and no live connection
 /// holds.
 ///
-/// The policy, and why it never frees a live writer's data:
-/// * Only blobs are listed. Listing every object (`list_data("*")`) makes
-///   vineyardd 0.24.2 expand each tree, and one object whose member is
-///   itself (vineyardd accepts member ids that do not exist yet) sends that
-///   expansion into endless recursion: vineyardd segfaults and the whole
-///   store is lost. So we never ask which objects reference a blob.
-/// * Instead every candidate is deleted with `force = false, deep = false`:
-///   vineyardd keeps any blob that an object still references (its own
-///   dependency record, no tree expansion), and the blobs that are gone
-///   afterwards are the orphans freed.
+/// The policy, and why it never frees data:
+/// * The referenced set comes from listing every object: vineyardd 0.24.2
+///   frees a blob on `del_data` even while an object references it, so the
+///   check has to be ours. The listing expands each tree, and an object whose
+///   member is itself (vineyardd accepts member ids that do not exist yet)
+///   makes vineyardd recurse until it crashes: a store holding such an object
+///   cannot be scanned, by us or any client (README, Security).
+/// * Blobs are listed before objects, and the objects are listed again after
+///   the reference check, so a save completing meanwhile keeps its blobs.
 /// * vineyardd lists only *sealed* blobs, so a blob still being created is
 ///   never seen. Sealing (and mapping) gives the connection a reference that
 ///   vineyardd drops when the connection ends: a blob with a reference
-///   belongs to a live client (a save between its seal and its metadata)
-///   and is skipped.
+///   belongs to a live client (a save between its seal and its metadata, or
+///   a reader) and is skipped.
 /// * A bare blob that a client stored on purpose without any object (the
 ///   official client's `put(bytes)`) and then disconnected from looks the
 ///   same as a leak: do not use this on a store shared with such clients.
 /// * Unsealed blobs of a dead writer (killed between its allocation and its
 ///   seal requests) are invisible to every request but `clear`; only a
 ///   vineyardd restart or `clear` frees them.
-/// * The blob listing itself expands the objects whose typename is
-///   `vineyard::Blob`; a forged non-blob object with that typename and a
-///   member that is itself would still crash vineyardd. Such an object
-///   cannot be recognised before it is expanded (no request of vineyardd
-///   0.24.2 shows an object's members without expanding them).
 pub(crate) fn orphan_blobs(client: &mut Client) -> crate::Result<OrphanScan> {
     let blobs = client.list_data("vineyard::Blob", false, LIST_LIMIT)?;
+    let referenced = referenced_blobs(client)?;
     let mut scan = OrphanScan::default();
     let mut candidates = Vec::new();
     for (id, meta) in &blobs {
-        if !id.is_blob() || *id == ObjectId::EMPTY_BLOB {
+        if !id.is_blob() || *id == ObjectId::EMPTY_BLOB || referenced.contains(id) {
             continue;
         }
         if client.is_in_use(*id)? {
@@ -398,13 +392,23 @@ pub(crate) fn orphan_blobs(client: &mut Client) -> crate::Result<OrphanScan> {
     if candidates.is_empty() {
         return Ok(scan);
     }
+    let again = referenced_blobs(client)?;
+    candidates.retain(|(id, _)| !again.contains(id));
     candidates.sort_unstable();
     let ids: Vec<ObjectId> = candidates.iter().map(|(id, _)| *id).collect();
     client.del_data(&ids, false, false)?;
-    let left = client.list_data("vineyard::Blob", false, LIST_LIMIT)?;
-    candidates.retain(|(id, _)| !left.contains_key(id));
     scan.orphans = candidates;
     Ok(scan)
+}
+
+/// Every blob some object's tree refers to.
+fn referenced_blobs(client: &mut Client) -> crate::Result<std::collections::HashSet<ObjectId>> {
+    let objects = client.list_data("*", false, LIST_LIMIT)?;
+    Ok(objects
+        .iter()
+        .filter(|(id, _)| !id.is_blob())
+        .flat_map(|(_, meta)| meta.blob_ids())
+        .collect())
 }
 
 /// `status [--json]`.
