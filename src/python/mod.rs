@@ -61,8 +61,8 @@ mod _core {
     };
     #[pymodule_export]
     use super::errors::{
-        ConnectError, LaunchError, LayoutError, MigrationError, ObjectNotFoundError, ProtocolError,
-        ServerError, StoreFullError, UnsupportedValueError, VineyardError,
+        ConnectError, InternalError, LaunchError, LayoutError, MigrationError, ObjectNotFoundError,
+        ProtocolError, ServerError, StoreFullError, UnsupportedValueError, VineyardError,
     };
     #[pymodule_export]
     use super::server::{find_vineyardd, PyServer};

@@ -122,7 +122,7 @@ unsafe fn put_inner(
         } else {
             let b = next
                 .next()
-                .ok_or_else(|| Error::Unsupported("blob count mismatch".into()))?;
+                .ok_or_else(|| Error::Internal("blob count mismatch".into()))?;
             blob_ids.push(b.id());
             let dest = copy::Dest {
                 ptr: b.as_ptr() as *mut u8,
@@ -179,7 +179,7 @@ unsafe fn put_inner(
     }
     let id = *ids
         .get(&Vec::new())
-        .ok_or_else(|| Error::Unsupported("the root object was not created".into()))?;
+        .ok_or_else(|| Error::Internal("the root object was not created".into()))?;
     // Names need persisted objects.
     // The seals' references go with the naming: from here on only readers
     // hold references, which is what deletes look at (see `lease`).
@@ -257,7 +257,7 @@ fn resolve_children(
             p.push(k.clone());
             let id = ids
                 .get(&p)
-                .ok_or_else(|| Error::Unsupported(format!("member {k} was not created")))?;
+                .ok_or_else(|| Error::Internal(format!("member {k} was not created")))?;
             *v = json!({"id": id.to_string()});
         }
     }
