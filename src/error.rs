@@ -99,6 +99,9 @@ pub enum Error {
     /// A request that cannot be made in this state.
     #[error("{0}")]
     Usage(String),
+    /// An invariant of vineyard-kedro itself broke: a bug, not bad input.
+    #[error("internal error in vineyard-kedro (a bug; please report it): {0}")]
+    Internal(String),
     /// A loaded blob could not be mapped copy-on-write.
     #[error("cannot map blob {id} copy-on-write: {source}{hint}")]
     Map {
@@ -135,3 +138,18 @@ impl Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_say_they_are_bugs_and_keep_the_connection() {
+        let e = Error::Internal("blob count mismatch".into());
+        assert_eq!(
+            e.to_string(),
+            "internal error in vineyard-kedro (a bug; please report it): blob count mismatch"
+        );
+        assert!(!e.is_not_found() && !e.is_fatal_to_connection());
+    }
+}

@@ -5,11 +5,14 @@
 //! `python` (PyO3, feature `python`) -> `store` (typed object trees, atomic
 //! puts) -> `client` (typed requests) -> `connection` / `shm` (framing, fds,
 //! mappings) -> `protocol` (pure frame and reply decoding).
+//!
+//! Inside `store`, the order is `store` (put/get, tree flattening) ->
+//! `store::copy` (the parallel copy into blobs) -> `store::source` (what a
+//! put copies from); nothing below imports what is above it.
 
 pub mod cli;
 pub mod client;
 pub mod connection;
-mod copy;
 pub mod deploy;
 pub mod error;
 pub mod lease;

@@ -32,16 +32,18 @@ impl ObjectId {
         self.0
     }
 
-    /// Parses either `o%016x` or a decimal u64.
+    /// The one text grammar of ids, for metadata and for ids users type:
+    /// `o` and 1 to 16 hex digits (either case), nothing else. vineyardd
+    /// writes `o%016x` and reads `o` + hex (`ObjectIDFromString`), so a
+    /// decimal string is refused: vineyardd would read `"o123"` and `"123"`
+    /// as different objects, and nothing vineyardd or we print is decimal.
     pub fn parse(s: &str) -> Option<ObjectId> {
-        if let Some(hex) = s.strip_prefix('o') {
-            if hex.is_empty() || hex.len() > 16 {
-                return None;
-            }
-            u64::from_str_radix(hex, 16).ok().map(ObjectId)
-        } else {
-            s.parse::<u64>().ok().map(ObjectId)
+        let hex = s.strip_prefix('o')?;
+        // `from_str_radix` alone would also take a sign (`o+1`).
+        if hex.is_empty() || hex.len() > 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
         }
+        u64::from_str_radix(hex, 16).ok().map(ObjectId)
     }
 
     /// Reads an id from a JSON value: a u64 number or an `o…` string.
@@ -69,7 +71,9 @@ impl fmt::Debug for ObjectId {
 impl FromStr for ObjectId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ObjectId::parse(s).ok_or_else(|| format!("not an object id: {s:?}"))
+        ObjectId::parse(s).ok_or_else(|| {
+            format!("{s:?} is not an object id (expected 'o' and 1 to 16 hex digits)")
+        })
     }
 }
 
@@ -233,6 +237,35 @@ mod tests {
         assert_eq!(ObjectId::EMPTY_BLOB.to_string(), "o8000000000000000");
         assert_eq!(ObjectId::parse("o"), None);
         assert_eq!(ObjectId::parse("o1234567890abcdef0"), None);
+    }
+
+    #[test]
+    fn object_id_grammar_is_o_and_hex_only() {
+        assert_eq!(ObjectId::parse("o1"), Some(ObjectId(1)));
+        assert_eq!(
+            ObjectId::parse("oFFFFFFFFFFFFFFFF"),
+            Some(ObjectId::INVALID)
+        );
+        for junk in [
+            "",
+            "o",
+            "1234",
+            "o+1",
+            "o-1",
+            "o 1",
+            " o1",
+            "o1 ",
+            "o_1",
+            "0x1",
+            "oxyz",
+            "o1234567890abcdef0",
+            "O1",
+            "o１",
+        ] {
+            assert_eq!(ObjectId::parse(junk), None, "{junk:?}");
+        }
+        let err = "12".parse::<ObjectId>().unwrap_err();
+        assert!(err.contains("\"12\" is not an object id"), "{err}");
     }
 
     #[test]

@@ -60,6 +60,12 @@ create_exception!(
 );
 create_exception!(
     vineyard.contrib.kedro.errors,
+    InternalError,
+    VineyardError,
+    "An invariant of vineyard-kedro itself broke: a bug to report, not bad input."
+);
+create_exception!(
+    vineyard.contrib.kedro.errors,
     LaunchError,
     VineyardError,
     "Starting or finding vineyardd failed."
@@ -88,6 +94,7 @@ impl From<Error> for PyErr {
             Error::Unsupported(_) | Error::Usage(_) | Error::Name(_) => {
                 UnsupportedValueError::new_err(msg)
             }
+            Error::Internal(_) => InternalError::new_err(msg),
             Error::Launch(_) => LaunchError::new_err(msg),
             Error::Migration { .. } => MigrationError::new_err(msg),
             Error::Map { .. } => VineyardError::new_err(msg),

@@ -105,7 +105,7 @@ impl Drop for Lease {
 pub(super) fn client(st: &mut State) -> crate::Result<&mut Client> {
     st.client
         .as_mut()
-        .ok_or_else(|| Error::Usage("not connected".into()))
+        .ok_or_else(|| Error::Internal("not connected".into()))
 }
 
 /// Releases the blobs whose last view went (unless a newer load views them

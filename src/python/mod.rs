@@ -40,6 +40,15 @@ fn in_namespace(name: &str, namespace: &str) -> bool {
     crate::names::in_namespace(name, namespace)
 }
 
+/// The id that `text` spells (`o` and 1 to 16 hex digits, as vineyardd writes
+/// them), or `ValueError`: the one id grammar of the package, `ObjectId::parse`.
+#[pyfunction]
+fn parse_id(text: &str) -> PyResult<u64> {
+    text.parse::<crate::ObjectId>()
+        .map(crate::ObjectId::value)
+        .map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
 #[pymodule]
 mod _core {
     #[pymodule_export]
@@ -52,18 +61,19 @@ mod _core {
     };
     #[pymodule_export]
     use super::errors::{
-        ConnectError, LaunchError, LayoutError, MigrationError, ObjectNotFoundError, ProtocolError,
-        ServerError, StoreFullError, UnsupportedValueError, VineyardError,
+        ConnectError, InternalError, LaunchError, LayoutError, MigrationError, ObjectNotFoundError,
+        ProtocolError, ServerError, StoreFullError, UnsupportedValueError, VineyardError,
     };
     #[pymodule_export]
     use super::server::{find_vineyardd, PyServer};
     #[pymodule_export]
-    use super::{cli_commands, in_namespace, object_name, run_cli};
+    use super::{cli_commands, in_namespace, object_name, parse_id, run_cli};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::PyModuleMethods;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-        m.add("MAX_NAME_BYTES", crate::names::MAX_NAME_BYTES)
+        m.add("MAX_NAME_BYTES", crate::names::MAX_NAME_BYTES)?;
+        m.add("EMPTY_BLOB_ID", crate::ObjectId::EMPTY_BLOB.value())
     }
 }

@@ -15,8 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vineyard.contrib.kedro import _core
+
 HERE = Path(__file__).resolve().parent
-EMPTY_BLOB_ID = 0x8000000000000000
+EMPTY_BLOB_ID = _core.EMPTY_BLOB_ID
 
 
 # -- time bounds -----------------------------------------------------------------

@@ -10,6 +10,8 @@ __all__ = [
     "Blob",
     "Client",
     "ConnectError",
+    "EMPTY_BLOB_ID",
+    "InternalError",
     "LaunchError",
     "LayoutError",
     "MAX_NAME_BYTES",
@@ -31,6 +33,7 @@ __all__ = [
     "in_namespace",
     "lint_dockerfile",
     "object_name",
+    "parse_id",
     "render_argo",
     "render_catalog",
     "render_dockerfile",
@@ -43,6 +46,8 @@ __all__ = [
 __version__: str
 #: Longest object name vineyard-kedro stores (bytes of UTF-8).
 MAX_NAME_BYTES: int
+#: The zero-length blob's id (never allocated; valid wherever a blob is).
+EMPTY_BLOB_ID: int
 
 # -- errors (src/python/errors.rs) -----------------------------------------------
 
@@ -54,6 +59,7 @@ class ObjectNotFoundError(VineyardError): ...
 class ProtocolError(VineyardError): ...
 class LayoutError(VineyardError): ...
 class UnsupportedValueError(VineyardError): ...
+class InternalError(VineyardError): ...
 class LaunchError(VineyardError): ...
 class MigrationError(VineyardError): ...
 
@@ -163,6 +169,8 @@ def find_vineyardd(binary: str | PathLike[str] | None = None, site_dirs: list[st
 
 def object_name(namespace: str | None, ds_name: str) -> str: ...
 def in_namespace(name: str, namespace: str) -> bool: ...
+def parse_id(text: str) -> int:
+    """The id `text` spells (``o`` and 1 to 16 hex digits); ValueError otherwise."""
 
 # -- command line and deploy (src/cli.rs, src/python/deploy.rs) ------------------
 

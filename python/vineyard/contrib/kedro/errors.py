@@ -6,6 +6,7 @@ pickle across Kedro's ParallelRunner worker processes.
 
 from vineyard.contrib.kedro._core import (
     ConnectError,
+    InternalError,
     LaunchError,
     LayoutError,
     MigrationError,
@@ -19,6 +20,7 @@ from vineyard.contrib.kedro._core import (
 
 __all__ = [
     "ConnectError",
+    "InternalError",
     "LaunchError",
     "LayoutError",
     "MigrationError",

@@ -19,12 +19,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vineyard.contrib.kedro import _core
 from vineyard.contrib.kedro.errors import LayoutError, UnsupportedValueError
 
 from . import signing
 
 #: The zero-length blob (never allocated; valid wherever a blob is).
-EMPTY_BLOB_ID = 0x8000000000000000
+EMPTY_BLOB_ID: int = _core.EMPTY_BLOB_ID
 #: Prefix of the typenames of our own layouts.
 OURS = "vineyard_kedro::"
 #: Extra keys we add to vineyard's own layouts start with this (the official
@@ -122,13 +123,14 @@ class Writer:
 
 
 def parse_id(text: Any, where: str = "") -> int:
-    """An ``"o%016x"`` id (or an int) as an int."""
+    """An id as an int: an int from a JSON number, or text in the core's one
+    id grammar (``_core.parse_id``: ``o`` and 1 to 16 hex digits)."""
     if isinstance(text, int) and not isinstance(text, bool):
         if 0 <= text < 1 << 64:
             return text
-    elif isinstance(text, str) and len(text) == 17 and text[0] == "o":
+    elif isinstance(text, str):
         try:
-            return int(text[1:], 16)
+            return _core.parse_id(text)
         except ValueError:
             pass
     raise LayoutError(f"{where or 'object'}: {text!r} is not an object id")

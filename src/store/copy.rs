@@ -14,8 +14,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::source::Source;
 use crate::shm::Region;
-use crate::store::Source;
 
 const CHUNK: usize = 8 << 20;
 const STRIDED_BLOCK: usize = 256 << 10;

@@ -16,50 +16,10 @@ use crate::error::{Error, Result};
 use crate::object::{ObjectId, ObjectMeta};
 use crate::shm::BlobBytes;
 
-/// Bytes to copy into one blob.
-#[derive(Clone, Copy, Debug)]
-pub enum Source {
-    /// `len` contiguous bytes at `ptr`.
-    Contiguous { ptr: *const u8, len: usize },
-    /// `count` items of `itemsize` bytes, `stride` bytes apart (may be negative).
-    Strided {
-        ptr: *const u8,
-        itemsize: usize,
-        count: usize,
-        stride: isize,
-    },
-}
+mod copy;
+mod source;
 
-// SAFETY: a Source is only a description of memory that the caller of `put`
-// guarantees stays valid and unmodified for the duration of the call.
-unsafe impl Send for Source {}
-// SAFETY: as above; sources are only read.
-unsafe impl Sync for Source {}
-
-impl Source {
-    /// A source over a slice that outlives the put.
-    pub fn from_slice(s: &[u8]) -> Source {
-        Source::Contiguous {
-            ptr: s.as_ptr(),
-            len: s.len(),
-        }
-    }
-
-    /// Bytes this source produces.
-    pub fn len(&self) -> usize {
-        match *self {
-            Source::Contiguous { len, .. } => len,
-            Source::Strided {
-                itemsize, count, ..
-            } => itemsize * count,
-        }
-    }
-
-    /// True when it produces no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use source::Source;
 
 /// The deepest tree a put accepts: members nested at most this many levels
 /// below the root. Far above any layout of ours (a DataFrame column's blob
@@ -162,9 +122,9 @@ unsafe fn put_inner(
         } else {
             let b = next
                 .next()
-                .ok_or_else(|| Error::Unsupported("blob count mismatch".into()))?;
+                .ok_or_else(|| Error::Internal("blob count mismatch".into()))?;
             blob_ids.push(b.id());
-            let dest = crate::copy::Dest {
+            let dest = copy::Dest {
                 ptr: b.as_ptr() as *mut u8,
                 region: b.region().map(|r| &**r),
             };
@@ -182,7 +142,7 @@ unsafe fn put_inner(
     // SAFETY: destinations are fresh blobs of exactly the source sizes, owned
     // by this put and unknown to anyone else until `create_datas` below;
     // sources are valid per the caller's contract.
-    unsafe { crate::copy::copy_all(&jobs) };
+    unsafe { copy::copy_all(&jobs) };
     let bytes: u64 = sizes.iter().sum();
 
     // Create members level by level, deepest first.
@@ -219,7 +179,7 @@ unsafe fn put_inner(
     }
     let id = *ids
         .get(&Vec::new())
-        .ok_or_else(|| Error::Unsupported("the root object was not created".into()))?;
+        .ok_or_else(|| Error::Internal("the root object was not created".into()))?;
     // Names need persisted objects.
     // The seals' references go with the naming: from here on only readers
     // hold references, which is what deletes look at (see `lease`).
@@ -297,7 +257,7 @@ fn resolve_children(
             p.push(k.clone());
             let id = ids
                 .get(&p)
-                .ok_or_else(|| Error::Unsupported(format!("member {k} was not created")))?;
+                .ok_or_else(|| Error::Internal(format!("member {k} was not created")))?;
             *v = json!({"id": id.to_string()});
         }
     }
