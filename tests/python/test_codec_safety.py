@@ -128,6 +128,12 @@ def test_bad_pandas_extension_layouts(client):
     codes = tree["value_"]["codes_"]
     w.buffers[codes["buffer_"]["__blob__"]] = np.array([0, 9, 1], dtype=np.int8).tobytes()
     assert_layout_error(client, tree, w)
+    tree, w = tree_of(pd.Series(pd.Categorical(["a", "b", "a"])))
+    tree["value_"]["categories_"] = copy.deepcopy(tree["value_"]["codes_"])  # a Tensor, not an index layout
+    object_id = put_tree(client, tree, w.buffers)
+    with pytest.raises(LayoutError, match="categories_ is not an index"):
+        get_value(client, id=object_id)
+    client.delete([object_id])
     tree, w = tree_of(pd.Series(pd.array([1, None, 3], dtype="Int64")))
     tree["value_"]["mask_"]["shape_"] = "[2]"
     assert_layout_error(client, tree, w)

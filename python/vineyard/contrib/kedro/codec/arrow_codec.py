@@ -37,6 +37,7 @@ from .arrow_read import decode_arrow_array, decode_ipc
 from .arrow_types import CHUNKED, IPC, LARGE_BINARY, LARGE_STRING, portable, schema_b64, type_b64, widen, widen_schema
 from .registry import EXTRA, Writer
 
+
 # -- encode arrays --------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from .registry import EXTRA, LayoutError, Reader, Writer, decoder, jdump, jload,
 #: numpy names whose C++ spelling the official client uses in the typename.
 _CPP_NAME = {"int32": "int", "float32": "float", "float64": "double"}
 
+
 def tensor_typename(dtype: np.dtype) -> str:
     return f"vineyard::Tensor<{_CPP_NAME.get(dtype.name, dtype.name)}>"
 
