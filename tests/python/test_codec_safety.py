@@ -80,7 +80,7 @@ def test_blob_member_that_is_not_a_blob(client):
     assert_layout_error(client, outer, w)
 
 
-def _string_tree():
+def string_tree():
     return tree_of(pd.DataFrame({"s": pd.Series(["ab", "c", None, "def"], dtype=object)}))
 
 
@@ -89,13 +89,13 @@ def _string_tree():
     [("length_", 100), ("offset_", 3), ("offset_", 1 << 40), ("null_count_", 7), ("length_", -1)],
 )
 def test_bad_string_array_metadata(client, field, value):
-    tree, w = _string_tree()
+    tree, w = string_tree()
     tree["__values_-value-0"]["buffer_"][field] = value
     assert_layout_error(client, tree, w)
 
 
 def test_string_offsets_pointing_outside_data(client):
-    tree, w = _string_tree()
+    tree, w = string_tree()
     arr = tree["__values_-value-0"]["buffer_"]
     idx = arr["buffer_offsets_"]["__blob__"]
     w.buffers[idx] = np.array([0, 2, 3, 3, 1000], dtype=np.int64).tobytes()
@@ -128,6 +128,12 @@ def test_bad_pandas_extension_layouts(client):
     codes = tree["value_"]["codes_"]
     w.buffers[codes["buffer_"]["__blob__"]] = np.array([0, 9, 1], dtype=np.int8).tobytes()
     assert_layout_error(client, tree, w)
+    tree, w = tree_of(pd.Series(pd.Categorical(["a", "b", "a"])))
+    tree["value_"]["categories_"] = copy.deepcopy(tree["value_"]["codes_"])  # a Tensor, not an index layout
+    object_id = put_tree(client, tree, w.buffers)
+    with pytest.raises(LayoutError, match="categories_ is not an index"):
+        get_value(client, id=object_id)
+    client.delete([object_id])
     tree, w = tree_of(pd.Series(pd.array([1, None, 3], dtype="Int64")))
     tree["value_"]["mask_"]["shape_"] = "[2]"
     assert_layout_error(client, tree, w)
@@ -273,7 +279,7 @@ def test_invalid_utf8_in_a_string_column_fails_the_load(client, vineyardd, flavo
     (each item cuts "é" in two). The load fails with a LayoutError (a
     DatasetError through the dataset) instead of a later pandas error."""
     from vineyard.contrib.kedro._compat import DatasetError
-    from vineyard.contrib.kedro.codec.pandas_arrays import _string_tree
+    from vineyard.contrib.kedro.codec.pandas.arrays import string_tree
     from vineyard.contrib.kedro.io import VineyardDataSet
 
     data = pa.py_buffer("aébc".encode())
@@ -281,7 +287,7 @@ def test_invalid_utf8_in_a_string_column_fails_the_load(client, vineyardd, flavo
     bad = pa.Array.from_buffers(pa.large_string(), 3, [None, offsets, data])
     w = Writer()
     tree = encode(pd.DataFrame({"s": ["x", "y", "z"]}), w)
-    tree["__values_-value-0"] = _string_tree(bad, w, flavour)
+    tree["__values_-value-0"] = string_tree(bad, w, flavour)
     object_id, _, _ = client.put(tree, w.buffers, name=f"bad/utf8_{len(str(flavour))}", persist=True)
     with pytest.raises(LayoutError, match="not valid UTF-8"):
         get_value(client, id=object_id)
@@ -292,7 +298,7 @@ def test_invalid_utf8_in_a_string_column_fails_the_load(client, vineyardd, flavo
     good = pa.Array.from_buffers(pa.large_string(), 2, [None, pa.py_buffer(np.array([0, 1, 5], dtype=np.int64).tobytes()), data])
     w = Writer()
     tree = encode(pd.DataFrame({"s": ["x", "y"]}), w)
-    tree["__values_-value-0"] = _string_tree(good, w, flavour)
+    tree["__values_-value-0"] = string_tree(good, w, flavour)
     object_id, _, _ = client.put(tree, w.buffers, persist=False)
     assert get_value(client, id=object_id)["s"].tolist() == ["a", "ébc"]
     client.delete([object_id])

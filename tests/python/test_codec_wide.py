@@ -9,7 +9,7 @@ import pytest
 from codec_fixtures import assert_zero_copy, load, roundtrip
 
 from vineyard.contrib.kedro.codec import put_value
-from vineyard.contrib.kedro.codec.pandas_wide import DEFAULT_THRESHOLD, WIDE
+from vineyard.contrib.kedro.codec.pandas.wide import DEFAULT_THRESHOLD, WIDE
 from vineyard.contrib.kedro.errors import LayoutError
 
 N = DEFAULT_THRESHOLD + 44

@@ -9,7 +9,7 @@ and we read what they write; everything else gets a layout of ours, named
 ``vineyard_kedro::...``. See each module for its layouts:
 
 * `numpy_codec`: ndarray -> ``vineyard::Tensor<T>``
-* `pandas_codec`, `pandas_arrays`: DataFrame, Series, Index, every column dtype
+* `pandas` (a package): DataFrame, Series, Index, every column dtype
 * `arrow_codec`: Table, RecordBatch, Array, ChunkedArray, polars DataFrame
 * `python_codec`: None, bool, int, float, str, bytes, list, tuple, dict
 * `pickle_codec`: anything else (pickle 5, buffers out of band)
@@ -61,9 +61,9 @@ def encode(value: Any, w: Writer) -> dict:
         return encode_ndarray(value, w)
     mod = _module(value)
     if mod.startswith("pandas"):
-        from .pandas_codec import encode_pandas
+        from .pandas import encode_pandas
 
-        tree = encode_pandas(value, w)
+        tree = encode_pandas(value, w, encode)
         if tree is not None:
             return tree
     elif mod.startswith("pyarrow"):

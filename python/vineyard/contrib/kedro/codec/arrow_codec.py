@@ -27,78 +27,15 @@ validated before it is returned (`arrow_read`).
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from .registry import EXTRA, OURS, LayoutError, Writer
-
-IPC = OURS + "ArrowIPC"
-CHUNKED = OURS + "ChunkedArray"
-LARGE_STRING = "vineyard::BaseBinaryArray<arrow::LargeStringArray>"
-LARGE_BINARY = "vineyard::BaseBinaryArray<arrow::LargeBinaryArray>"
-MAX_ITEMS = 1 << 24
-
-
-# -- types ----------------------------------------------------------------------
-
-
-def portable(t: pa.DataType) -> bool:
-    """True when the official layouts can carry type `t`."""
-    if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_null(t):
-        return True
-    if t == pa.float32() or t == pa.float64():
-        return True
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return True
-    if pa.types.is_fixed_size_binary(t):
-        return True
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return portable(t.value_type)
-    return False
-
-
-def widen(t: pa.DataType) -> pa.DataType:
-    """The type an array of type `t` has once stored (64-bit offsets)."""
-    if pa.types.is_string(t):
-        return pa.large_string()
-    if pa.types.is_binary(t):
-        return pa.large_binary()
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        f = t.value_field
-        return pa.large_list(pa.field("item", widen(f.type), f.nullable))
-    return t
-
-
-def widen_schema(schema: pa.Schema) -> pa.Schema:
-    return pa.schema([f.with_type(widen(f.type)) for f in schema], schema.metadata)
-
-
-def schema_b64(schema: pa.Schema) -> str:
-    return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
-
-
-def schema_from_b64(text: Any) -> pa.Schema:
-    if not isinstance(text, str):
-        raise LayoutError("an Arrow schema should be a base64 string")
-    try:
-        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text, validate=True)))
-    except (ValueError, pa.ArrowException) as e:
-        raise LayoutError(f"bad Arrow schema: {e}") from None
-
-
-def type_b64(t: pa.DataType) -> str:
-    return schema_b64(pa.schema([pa.field("v", t)]))
-
-
-def type_from_b64(text: Any) -> pa.DataType:
-    s = schema_from_b64(text)
-    if len(s) != 1:
-        raise LayoutError("bad Arrow type")
-    return s.field(0).type
+from .arrow_read import decode_arrow_array, decode_ipc
+from .arrow_types import CHUNKED, IPC, LARGE_BINARY, LARGE_STRING, portable, schema_b64, type_b64, widen, widen_schema
+from .registry import EXTRA, Writer
 
 
 # -- encode arrays --------------------------------------------------------------
@@ -292,9 +229,6 @@ def encode_polars(df: Any, w: Writer) -> dict:
     tree["from_polars"] = True
     return tree
 
-
-# The readers live in arrow_read (importing it registers them).
-from .arrow_read import decode_arrow_array, decode_ipc  # noqa: E402
 
 __all__ = [
     "array_tree",

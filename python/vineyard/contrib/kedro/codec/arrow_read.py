@@ -1,5 +1,5 @@
 """Readers of vineyard's Arrow layouts and of our Arrow IPC layout (see
-`arrow_codec` for the layouts). Every array is validated before it is
+`arrow_codec` for the layouts; importing `arrow_codec` registers them). Every array is validated before it is
 returned: buffer sizes always, offsets and nested data fully, and the UTF-8
 of string data by the core (one pass over the text with the GIL released), so
 invalid text fails the load instead of a later pandas operation.
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .arrow_codec import CHUNKED, IPC, LARGE_BINARY, LARGE_STRING, MAX_ITEMS, schema_from_b64, type_from_b64
-from .numpy_codec import safe_dtype, template_arg
+from .arrow_types import CHUNKED, IPC, LARGE_BINARY, LARGE_STRING, MAX_ITEMS, schema_from_b64, type_from_b64
+from .dtypes import safe_dtype, template_arg
 from .registry import EXTRA, LayoutError, Reader, decoder, get_int, member, typename
 
 

@@ -471,7 +471,7 @@ def _load_all() -> None:
     """Imports every codec (pandas and pyarrow only when first needed)."""
     import importlib
 
-    for name in ("numpy_codec", "pickle_codec", "python_codec", "arrow_codec", "pandas_codec"):
+    for name in ("numpy_codec", "pickle_codec", "python_codec", "arrow_codec", "pandas"):
         try:
             importlib.import_module(f"{__package__}.{name}")
         except ImportError:  # pandas or pyarrow missing: their layouts are unreadable
@@ -485,6 +485,7 @@ Encoder = Callable[[Any, Writer], dict]
 __all__ = [
     "EMPTY_BLOB_ID",
     "EXTRA",
+    "Encoder",
     "OURS",
     "LayoutError",
     "NeedsPickle",

@@ -29,9 +29,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .numpy_codec import is_raw, tensor_tree
-from .pandas_arrays import decode_values, encode_values
-from .registry import OURS, LayoutError, Reader, Writer, decode, decoder, get_int, jdump, jload, member
+from ..dtypes import is_raw
+from ..numpy_codec import tensor_tree
+from ..registry import OURS, Encoder, LayoutError, Reader, Writer, decode, decoder, get_int, jdump, jload, member
+from .arrays import decode_values, encode_values
+from .blocks import column_values, frame_from_blocks
+from .frame import apply_extras, frame_tail
+from .index import decode_index, index_tree
 
 WIDE = OURS + "WideDataFrame"
 DEFAULT_THRESHOLD = 256
@@ -50,9 +54,7 @@ def is_wide(df: pd.DataFrame) -> bool:
     return limit > 0 and df.shape[1] > limit
 
 
-def wide_tree(df: pd.DataFrame, w: Writer) -> dict:
-    from .pandas_codec import frame_tail, index_tree
-
+def wide_tree(df: pd.DataFrame, w: Writer, encode: Encoder) -> dict:
     tree: dict[str, Any] = {
         "typename": WIDE,
         "columns_": index_tree(df.columns, w),
@@ -75,9 +77,7 @@ def wide_tree(df: pd.DataFrame, w: Writer) -> dict:
             nbytes += int(values.nbytes)
             k += 1
         else:
-            from .pandas_codec import _column_values
-
-            columns = _column_values(df)
+            columns = column_values(df)
             for loc in locs:
                 other_locs.append(loc)
                 others.append(columns[loc])
@@ -85,11 +85,11 @@ def wide_tree(df: pd.DataFrame, w: Writer) -> dict:
     tree["__columns_-size"] = len(others)
     tree["__columns_-locs"] = jdump(other_locs)
     for j, values in enumerate(others):
-        col = encode_values(values, w)
+        col = encode_values(values, w, index_tree)
         nbytes += int(col.get("nbytes", 0))
         tree[f"__columns_-{j}"] = col
     tree["nbytes"] = nbytes
-    return frame_tail(tree, df, w)
+    return frame_tail(tree, df, w, encode)
 
 
 def _locs(meta: dict, key: str, ncols: int) -> np.ndarray:
@@ -101,8 +101,6 @@ def _locs(meta: dict, key: str, ncols: int) -> np.ndarray:
 
 @decoder(WIDE)
 def decode_wide(meta: dict, r: Reader) -> pd.DataFrame:
-    from .pandas_codec import _apply_extras, _frame_from_blocks, decode_index
-
     columns = decode_index(member(meta, "columns_"), r)
     ncols = len(columns)
     nrows = get_int(meta, "vineyard_kedro_nrows_")
@@ -134,8 +132,8 @@ def decode_wide(meta: dict, r: Reader) -> pd.DataFrame:
         seen.add(int(locs[j]))
     if len(seen) != ncols or sum(len(b[1]) for b in blocks) != ncols:
         raise LayoutError(f"{WIDE}: the blocks do not cover the {ncols} columns exactly once")
-    df = _frame_from_blocks(blocks, index, columns)
-    return _apply_extras(df, meta, r)
+    df = frame_from_blocks(blocks, index, columns)
+    return apply_extras(df, meta, r)
 
 
 __all__ = ["decode_wide", "is_wide", "wide_threshold", "wide_tree"]

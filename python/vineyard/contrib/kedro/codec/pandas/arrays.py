@@ -21,11 +21,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .arrow_codec import array_tree, decode_arrow_array, encode_arrow
-from .numpy_codec import decode_raw_tensor, is_raw, object_tensor_tree, tensor_tree
-from .pickle_codec import encode_pickle
-from .registry import EXTRA, OURS, LayoutError, Reader, Writer, decode, decoder, jdump, jload, member, typename
-from .timezones import tz_from_spec, tz_spec
+from ..arrow_codec import array_tree, decode_arrow_array, encode_arrow
+from ..dtypes import is_raw
+from ..numpy_codec import decode_raw_tensor, object_tensor_tree, tensor_tree
+from ..pickle_codec import encode_pickle
+from ..registry import EXTRA, OURS, Encoder, LayoutError, Reader, Writer, decode, decoder, jdump, jload, member, typename
+from ..timezones import tz_from_spec, tz_spec
 
 MASKED = OURS + "MaskedArray"
 CATEGORICAL = OURS + "Categorical"
@@ -59,7 +60,7 @@ def _string_flavour(dtype: Any) -> dict:
 # -- encode ---------------------------------------------------------------------
 
 
-def _string_tree(arr: pa.Array, w: Writer, flavour: Any) -> dict:
+def string_tree(arr: pa.Array, w: Writer, flavour: Any) -> dict:
     if pa.types.is_null(arr.type):
         arr = arr.cast(pa.large_string())
     return {
@@ -102,15 +103,19 @@ def _one_chunk(ca: pa.ChunkedArray) -> pa.Array:
     return ca.combine_chunks()
 
 
-def encode_values(values: Any, w: Writer) -> dict:
-    """The tree of 1-D pandas data (an ndarray or an ExtensionArray)."""
+def encode_values(values: Any, w: Writer, index_tree: Encoder) -> dict:
+    """The tree of 1-D pandas data (an ndarray or an ExtensionArray).
+
+    `index_tree` writes an Index (`index.index_tree`): a categorical's
+    categories are an Index, and index layouts hold values, so the index
+    module passes itself in instead of being imported here."""
     if isinstance(values, np.ndarray):
         if values.ndim == 1 and is_raw(values.dtype):
             return tensor_tree(values, w)
         if values.dtype == object and values.ndim == 1:
             arr = _object_strings(values)
             if arr is not None:
-                return _string_tree(arr, w, "object")
+                return string_tree(arr, w, "object")
             return object_tensor_tree(values, w)
         return encode_pickle(values, w)
     dtype = values.dtype
@@ -135,7 +140,7 @@ def encode_values(values: Any, w: Writer) -> dict:
             arr = _one_chunk(values._pa_array)
         else:
             arr = pa.array(np.asarray(values._ndarray), type=pa.large_string(), from_pandas=True)
-        return _string_tree(arr, w, flavour)
+        return string_tree(arr, w, flavour)
     if isinstance(values, BaseMaskedArray):
         return {
             "typename": MASKED,
@@ -145,8 +150,6 @@ def encode_values(values: Any, w: Writer) -> dict:
             "mask_": tensor_tree(values._mask, w),
         }
     if isinstance(values, pd.Categorical):
-        from .pandas_codec import index_tree
-
         return {
             "typename": CATEGORICAL,
             "ordered_": bool(dtype.ordered),
@@ -204,10 +207,12 @@ def decode_masked(meta: dict, r: Reader) -> Any:
 
 @decoder(CATEGORICAL)
 def decode_categorical(meta: dict, r: Reader) -> pd.Categorical:
-    from .pandas_codec import decode_index
-
     codes = decode_raw_tensor(member(meta, "codes_"), r)
-    categories = decode_index(member(meta, "categories_"), r)
+    # The categories are an index layout, read through the registry (the
+    # index module, which registers them, is built on this one).
+    categories = decode(member(meta, "categories_"), r)
+    if not isinstance(categories, pd.Index):
+        raise LayoutError(f"{CATEGORICAL}: categories_ is not an index but a {type(categories).__name__}")
     if codes.ndim != 1 or codes.dtype.kind != "i":
         raise LayoutError(f"{CATEGORICAL}: codes must be 1-D integers")
     try:
@@ -267,4 +272,4 @@ def decode_values(meta: Any, r: Reader) -> Any:
     return out
 
 
-__all__ = ["decode_values", "encode_values", "string_dtype"]
+__all__ = ["decode_values", "encode_values", "string_dtype", "string_tree"]
