@@ -42,6 +42,12 @@ def _sliced_tensor(meta: Any, k: int) -> dict | None:
     return out
 
 
+#: Our extra keys of a DataFrame root that cutting the rows leaves valid (any
+#: other one means a layout this cut does not know: decode whole, then cut).
+#: `saved_as_` is the name a save recorded (see the core's `lease`).
+_ROW_FREE_KEYS = ("vineyard_kedro_nrows_", "vineyard_kedro_columns_", "vineyard_kedro_saved_as_")
+
+
 def sliced_meta(meta: dict, k: int) -> dict | None:
     """`meta` cut to its first `k` rows, for the layouts where that is a
     metadata edit; None for the others (decode whole, then cut)."""
@@ -51,7 +57,7 @@ def sliced_meta(meta: dict, k: int) -> dict | None:
     if t != "vineyard::DataFrame" or "index_" in meta:
         return None
     nrows = meta.get("vineyard_kedro_nrows_")
-    if not isinstance(nrows, int) or any(key.startswith("vineyard_kedro_") and key not in ("vineyard_kedro_nrows_", "vineyard_kedro_columns_") for key in meta):
+    if not isinstance(nrows, int) or any(key.startswith("vineyard_kedro_") and key not in _ROW_FREE_KEYS for key in meta):
         return None
     out = dict(meta, vineyard_kedro_nrows_=min(k, nrows))
     for key, value in meta.items():
