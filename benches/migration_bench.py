@@ -2,7 +2,7 @@
 with a plain copy of the same bytes.
 
 Starts a local cluster (one etcd, two vineyardd with --meta=etcd; see
-tests/python/cluster.py), stores a 1 GiB numeric DataFrame through instance
+tests/python/cluster/local_cluster.py), stores a 1 GiB numeric DataFrame through instance
 A, then repeatedly migrates it to instance B (``Client.migrate``: B pulls
 the blobs over RPC from A, allocates and seals its own copy) and deletes the
 copy again. The baseline copies the same bytes with numpy into freshly
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "python"))
+sys.path.insert(0, str(ROOT / "tests" / "python" / "cluster"))
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 if "GLOG_log_dir" not in os.environ:  # a private directory, removed at exit
     os.environ["GLOG_log_dir"] = tempfile.mkdtemp(prefix="vineyard-kedro-bench-glog-")
@@ -38,7 +38,7 @@ if "GLOG_log_dir" not in os.environ:  # a private directory, removed at exit
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from cluster import LocalCluster, free_port  # noqa: E402
+from local_cluster import LocalCluster, free_port  # noqa: E402
 
 from vineyard.contrib.kedro import _core  # noqa: E402
 from vineyard.contrib.kedro.codec import get_value, put_value  # noqa: E402

@@ -38,10 +38,13 @@ from pathlib import Path
 
 import yaml
 
+from vineyard.contrib.kedro import _core
+
 __all__ = [
     "ON_EXIT",
     "POD_SOCKET",
     "WorkflowRun",
+    "check_workflow_text",
     "dag_tasks",
     "group_graph",
     "lint_problems",
@@ -399,3 +402,12 @@ def group_graph(wf: Mapping) -> dict[str, set[str]]:
         group_of[task["name"]] = values.get("kedro_namespace", values.get("kedro_node"))
     return {group_of[t["name"]]: {group_of[d] for d in t.get("dependencies") or []} for t in tasks}
 
+
+def check_workflow_text(text: str, validator) -> dict:
+    """Schema, `argo lint` (Python and Rust) checks; returns the workflow."""
+    wf = yaml.safe_load(text)
+    errors = sorted(validator.iter_errors(wf), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:10])
+    assert lint_problems(wf) == []
+    assert _core.check_workflow(text) == []
+    return wf

@@ -19,10 +19,6 @@ if "GLOG_log_dir" not in os.environ:  # a private directory, removed at exit
 
 from vineyard.contrib.kedro import _core  # noqa: E402
 
-# Fixtures shared by the CLI tests (in_project, validator, ...).
-pytest_plugins = ["cli_fixtures"]
-
-
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run the long variants")
 

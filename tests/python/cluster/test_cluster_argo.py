@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 from argo_sim import run_exit_handler, run_workflow
-from cli_fixtures import add_test_pipelines
-from cluster import LocalCluster
+from awkward_pipelines import add_test_pipelines
+from local_cluster import LocalCluster
 from kedro_project import accuracy, copy_iris, kedro, kedro_env
 
 IRIS_DATASETS = {"X_train", "X_test", "y_train", "y_test", "y_pred"}

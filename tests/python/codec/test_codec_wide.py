@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from codec_fixtures import assert_zero_copy, load, roundtrip
+from codec_helpers import assert_zero_copy, load, roundtrip
 
 from vineyard.contrib.kedro.codec import put_value
 from vineyard.contrib.kedro.codec.pandas.wide import DEFAULT_THRESHOLD, WIDE

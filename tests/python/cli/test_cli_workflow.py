@@ -14,7 +14,7 @@ import pytest
 
 from argo_sim import ON_EXIT, run_exit_handler, run_workflow
 from kedro_project import accuracy, copy_iris, kedro, kedro_env
-from cli_fixtures import add_test_pipelines
+from awkward_pipelines import add_test_pipelines
 from vineyard.contrib.kedro import _core
 
 EXPECTED = 0.933

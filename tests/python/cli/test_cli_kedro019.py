@@ -6,15 +6,14 @@ run task by task."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from argo_sim import run_exit_handler, run_workflow, task_graph
+from argo_sim import check_workflow_text, run_exit_handler, run_workflow, task_graph
 from kedro_project import accuracy, copy_iris, kedro, kedro_env
-from cli_fixtures import add_test_pipelines, check_workflow_text
+from awkward_pipelines import add_test_pipelines
 from vineyard.contrib.kedro import _core
 
 EXPECTED = 0.933
@@ -30,12 +29,6 @@ print(json.dumps({n.name: sorted(d.name for d in p.node_dependencies[n]) for n i
 """
 
 
-@pytest.fixture(scope="module")
-def python019() -> str:
-    python = os.environ.get("VINEYARD_KEDRO019_PYTHON")
-    if not python:
-        pytest.fail("set VINEYARD_KEDRO019_PYTHON to a Python with Kedro 0.19 and this package (.ci/run does)")
-    return python
 
 
 @pytest.fixture

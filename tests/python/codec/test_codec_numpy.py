@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from codec_fixtures import CODEC_SETTINGS, address_of, assert_zero_copy, load, roundtrip
+from codec_helpers import CODEC_SETTINGS, address_of, assert_zero_copy, load, roundtrip
 from vineyard.contrib.kedro.codec import decode_meta, put_value, typename_of
 
 UNITS = ["Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns"]

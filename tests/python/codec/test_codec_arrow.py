@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codec_fixtures import CODEC_SETTINGS, load, roundtrip
+from codec_helpers import CODEC_SETTINGS, load, roundtrip
 
 N = 7
 

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from argo_sim import lint_problems, task_graph
+from argo_sim import check_workflow_text, lint_problems, task_graph
 from kedro_project import copy_iris, kedro
-from cli_fixtures import add_test_pipelines, check_workflow_text, node_graph
+from awkward_pipelines import add_test_pipelines, node_graph
 from vineyard.contrib.kedro import _core
 from vineyard.contrib.kedro.plugins.cli import commands
 

@@ -1,54 +1,12 @@
-"""Shared helpers of the test_cli_* modules (no tests here): running the
-`kedro vineyard` group in process inside a project, Argo checks, and a copy
-of iris with awkward pipelines."""
+"""A copy of iris with pipelines that make Argo task names, grouping and node
+selection hard (used by the CLI and cluster tests), and the node graph of a
+registered pipeline."""
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
-import pytest
-import yaml
-from click.testing import CliRunner
-
-from argo_sim import lint_problems, schema_candidates, workflow_validator
-from kedro_project import ROOT
-from vineyard.contrib.kedro import _core
-from vineyard.contrib.kedro.plugins.cli import commands
-
-__all__ = ["add_test_pipelines", "check_workflow_text", "in_project", "node_graph", "validator"]
-
-
-def _purge(package: str) -> None:
-    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def in_project(monkeypatch):
-    """``enter(project)`` -> ``invoke(*args)``: click's CliRunner on the group,
-    in the project's directory with the project bootstrapped, as Kedro runs it.
-    Every copy of iris has the package ``iris``: the previous one is forgotten."""
-    from kedro.framework.startup import bootstrap_project
-
-    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", "-"))
-    monkeypatch.delenv("PYTHONPATH")  # restored (to unset, if it was) after the test
-    monkeypatch.setattr(sys, "path", list(sys.path))
-
-    def enter(project: Path):
-        _purge("iris")
-        monkeypatch.chdir(project)
-        metadata = bootstrap_project(project)
-
-        def invoke(*args: str, env: dict | None = None):
-            return CliRunner().invoke(commands, ["vineyard", *args], obj=metadata, env=env, catch_exceptions=False)
-
-        invoke.metadata = metadata
-        return invoke
-
-    yield enter
-    _purge("iris")
+__all__ = ["add_test_pipelines", "node_graph"]
 
 
 def node_graph(name: str) -> dict[str, set[str]]:
@@ -58,25 +16,6 @@ def node_graph(name: str) -> dict[str, set[str]]:
     pipeline = pipelines[name]
     return {n.name: {p.name for p in pipeline.node_dependencies[n]} for n in pipeline.nodes}
 
-
-@pytest.fixture(scope="session")
-def validator():
-    """Argo's Workflow schema, strict. Skipped (only) where the schema file is absent."""
-    candidates = schema_candidates(ROOT)
-    for path in candidates:
-        if path.is_file():
-            return workflow_validator(path)
-    pytest.skip(f"Argo schema not found at {' or '.join(map(str, candidates))}; CI always has it")
-
-
-def check_workflow_text(text: str, validator) -> dict:
-    """Schema, `argo lint` (Python and Rust) checks; returns the workflow."""
-    wf = yaml.safe_load(text)
-    errors = sorted(validator.iter_errors(wf), key=lambda e: list(e.absolute_path))
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:10])
-    assert lint_problems(wf) == []
-    assert _core.check_workflow(text) == []
-    return wf
 
 
 # -- a project with awkward pipelines ----------------------------------------------

@@ -31,27 +31,6 @@ import pytest
 import vineyard
 from vineyard.contrib.kedro.codec import get_value, put_value
 
-HOW = (
-    "set VINEYARD_OFFICIAL_PYTHON to the python of a venv with the official client and this package: "
-    "python3 -m venv /work/.venv-official && /work/.venv-official/bin/pip install vineyard==0.24.2 "
-    '"setuptools<70" numpy "pandas<3" pyarrow && maturin build --release -o /tmp/wheels && '
-    "/work/.venv-official/bin/pip install /tmp/wheels/vineyard_kedro-*.whl; "
-    "or set VINEYARD_KEDRO_SKIP_OFFICIAL=1 to skip these tests locally"
-)
-
-
-@pytest.fixture(scope="module")
-def official_python():
-    python = os.environ.get("VINEYARD_OFFICIAL_PYTHON")
-    if not python:
-        if os.environ.get("VINEYARD_KEDRO_SKIP_OFFICIAL") == "1":
-            pytest.skip("VINEYARD_KEDRO_SKIP_OFFICIAL=1: interop with the official vineyard client not tested")
-        pytest.fail(f"VINEYARD_OFFICIAL_PYTHON is not set: {HOW}")
-    if not Path(python).exists():
-        pytest.fail(f"VINEYARD_OFFICIAL_PYTHON={python} does not exist: {HOW}")
-    return python
-
-
 def run(python: str, socket: str, script: str, tmp_path: Path) -> dict:
     out = tmp_path / "result.pickle"
     env = {**os.environ, "SOCKET": socket, "RESULT": str(out), "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
@@ -223,7 +202,7 @@ def test_our_package_works_next_to_the_official_one(vineyardd, official_python, 
 def test_our_package_works_without_the_official_one(client):
     # In this venv `vineyard` is only a namespace (no __init__.py anywhere).
     assert getattr(vineyard, "__file__", None) is None, "the official vineyard package is installed here"
-    for root in (Path(__file__).parents[2] / "python" / "vineyard",):
+    for root in (Path(__file__).parents[3] / "python" / "vineyard",):
         assert not (root / "__init__.py").exists() and not (root / "contrib" / "__init__.py").exists()
     df = numeric_frame(10)
     put_value(client, df, name="alone/frame")

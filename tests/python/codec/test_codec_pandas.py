@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import pandas as hpd
 
-from codec_fixtures import CODEC_SETTINGS, address_of, assert_zero_copy, load, roundtrip
+from codec_helpers import CODEC_SETTINGS, address_of, assert_zero_copy, load, roundtrip
 from vineyard.contrib.kedro.codec import get_value, put_value
 
 PANDAS3 = int(pd.__version__.split(".")[0]) >= 3

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 MICRO = {"ours", "ours_fresh", "floor", "floor_warm", "pickle", "parquet", "arrow", "official", "official_fresh"}
 SEQUENTIAL = {"memory", "assign", "pickle", "parquet", "ours", "ours_warm", "official"}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from argo_sim import group_graph, task_graph
-from cli_fixtures import add_test_pipelines, check_workflow_text, node_graph
+from argo_sim import check_workflow_text, group_graph, task_graph
+from awkward_pipelines import add_test_pipelines, node_graph
 from kedro_project import copy_iris, kedro
 
 check = check_workflow_text

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codec_fixtures import CODEC_SETTINGS
+from codec_helpers import CODEC_SETTINGS
 from vineyard.contrib.kedro import _core
 from vineyard.contrib.kedro.codec import encode, get_value, put_value
 from vineyard.contrib.kedro.codec.registry import Writer

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codec_fixtures import CODEC_SETTINGS, assert_zero_copy, load, roundtrip
+from codec_helpers import CODEC_SETTINGS, assert_zero_copy, load, roundtrip
 from vineyard.contrib.kedro.codec import put_value, typename_of
 from vineyard.contrib.kedro.errors import UnsupportedValueError
 
