@@ -14,6 +14,27 @@
 //!
 //! [`ObjectMeta`]: crate::object::ObjectMeta
 
+/// Implements [`Message`] for a message type: `message!(Type, "x_request")`.
+macro_rules! message {
+    ($ty:ty, $request:literal) => {
+        impl $crate::protocol::Message for $ty {
+            const TYPE: &'static str = $request;
+        }
+    };
+}
+
+/// Implements [`Message`] and [`Request`] for a request type:
+/// `request!(Type, "x_request" => "x_reply", ReplyType)`.
+macro_rules! request {
+    ($ty:ty, $request:literal => $reply:literal, $reply_ty:ty) => {
+        message!($ty, $request);
+        impl $crate::protocol::Request for $ty {
+            const REPLY: &'static str = $reply;
+            type Reply = $reply_ty;
+        }
+    };
+}
+
 pub mod blobs;
 pub mod cluster;
 pub mod handshake;

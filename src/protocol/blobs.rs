@@ -7,7 +7,7 @@
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{Ack, Ctx, Message, Request};
+use super::{Ack, Ctx};
 use crate::error::Result;
 use crate::object::ObjectId;
 
@@ -57,14 +57,7 @@ pub struct CreateBuffer {
     pub size: u64,
 }
 
-impl Message for CreateBuffer {
-    const TYPE: &'static str = "create_buffer_request";
-}
-
-impl Request for CreateBuffer {
-    const REPLY: &'static str = "create_buffer_reply";
-    type Reply = CreateBufferReply;
-}
+request!(CreateBuffer, "create_buffer_request" => "create_buffer_reply", CreateBufferReply);
 
 /// The new blob, and the fd of its memory file when not sent before.
 #[derive(Clone, Debug, Deserialize)]
@@ -80,14 +73,7 @@ pub struct Seal {
     pub object_id: ObjectId,
 }
 
-impl Message for Seal {
-    const TYPE: &'static str = "seal_request";
-}
-
-impl Request for Seal {
-    const REPLY: &'static str = "seal_reply";
-    type Reply = Ack;
-}
+request!(Seal, "seal_request" => "seal_reply", Ack);
 
 /// `drop_buffer_request`: frees a blob at once (an unsealed one, to abort).
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -95,14 +81,7 @@ pub struct DropBuffer {
     pub id: ObjectId,
 }
 
-impl Message for DropBuffer {
-    const TYPE: &'static str = "drop_buffer_request";
-}
-
-impl Request for DropBuffer {
-    const REPLY: &'static str = "drop_buffer_reply";
-    type Reply = Ack;
-}
+request!(DropBuffer, "drop_buffer_request" => "drop_buffer_reply", Ack);
 
 /// `get_buffers_request`: maps sealed local blobs. Sent in the form every
 /// server version reads: `num` and the ids under the keys `"0"`..`"n-1"`.
@@ -123,14 +102,7 @@ impl Serialize for GetBuffers<'_> {
     }
 }
 
-impl Message for GetBuffers<'_> {
-    const TYPE: &'static str = "get_buffers_request";
-}
-
-impl Request for GetBuffers<'_> {
-    const REPLY: &'static str = "get_buffers_reply";
-    type Reply = GetBuffersReply;
-}
+request!(GetBuffers<'_>, "get_buffers_request" => "get_buffers_reply", GetBuffersReply);
 
 /// The blobs found (unknown and remote ids are silently left out), and the
 /// fds of memory files not sent before on this connection.
@@ -148,14 +120,7 @@ pub struct Release {
     pub object_id: ObjectId,
 }
 
-impl Message for Release {
-    const TYPE: &'static str = "release_request";
-}
-
-impl Request for Release {
-    const REPLY: &'static str = "release_reply";
-    type Reply = Ack;
-}
+request!(Release, "release_request" => "release_reply", Ack);
 
 /// `is_in_use_request`: whether some connection holds the blob.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -163,14 +128,7 @@ pub struct IsInUse {
     pub id: ObjectId,
 }
 
-impl Message for IsInUse {
-    const TYPE: &'static str = "is_in_use_request";
-}
-
-impl Request for IsInUse {
-    const REPLY: &'static str = "is_in_use_reply";
-    type Reply = IsInUseReply;
-}
+request!(IsInUse, "is_in_use_request" => "is_in_use_reply", IsInUseReply);
 
 #[derive(Clone, Copy, Debug, Deserialize)]
 pub struct IsInUseReply {

@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Message, Request};
 use crate::object::ObjectId;
 
 /// `cluster_meta`: the instances of the cluster. The request and its reply
@@ -11,27 +10,13 @@ use crate::object::ObjectId;
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct ClusterMeta {}
 
-impl Message for ClusterMeta {
-    const TYPE: &'static str = "cluster_meta";
-}
-
-impl Request for ClusterMeta {
-    const REPLY: &'static str = "cluster_meta";
-    type Reply = MetaReply;
-}
+request!(ClusterMeta, "cluster_meta" => "cluster_meta", MetaReply);
 
 /// `instance_status_request`: memory and connections of this instance.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct InstanceStatus {}
 
-impl Message for InstanceStatus {
-    const TYPE: &'static str = "instance_status_request";
-}
-
-impl Request for InstanceStatus {
-    const REPLY: &'static str = "instance_status_reply";
-    type Reply = MetaReply;
-}
+request!(InstanceStatus, "instance_status_request" => "instance_status_reply", MetaReply);
 
 /// The `meta` object of `cluster_meta` (instances keyed `i<id>`) and of
 /// `instance_status_reply` (`memory_usage`, `memory_limit`, ...), kept
@@ -66,14 +51,7 @@ pub struct MigrateObject {
     pub object_id: ObjectId,
 }
 
-impl Message for MigrateObject {
-    const TYPE: &'static str = "migrate_object_request";
-}
-
-impl Request for MigrateObject {
-    const REPLY: &'static str = "migrate_object_reply";
-    type Reply = MigrateObjectReply;
-}
+request!(MigrateObject, "migrate_object_request" => "migrate_object_reply", MigrateObjectReply);
 
 /// The local copy (the same id when the object was local already).
 #[derive(Clone, Copy, Debug, Deserialize)]

@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Message, Request};
-
 /// The version string we announce; the server never checks it.
 pub const CLIENT_VERSION: &str = "0.24.2";
 
@@ -31,14 +29,7 @@ impl Default for Register {
     }
 }
 
-impl Message for Register {
-    const TYPE: &'static str = "register_request";
-}
-
-impl Request for Register {
-    const REPLY: &'static str = "register_reply";
-    type Reply = RegisterReply;
-}
+request!(Register, "register_request" => "register_reply", RegisterReply);
 
 /// What the server says about itself. Only `instance_id` is required: the
 /// strings are informational (empty when absent or not strings), and
@@ -60,9 +51,7 @@ pub struct RegisterReply {
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Exit {}
 
-impl Message for Exit {
-    const TYPE: &'static str = "exit_request";
-}
+message!(Exit, "exit_request");
 
 #[cfg(test)]
 mod tests {

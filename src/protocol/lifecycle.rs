@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Ack, Message, Request};
+use super::Ack;
 use crate::object::ObjectId;
 
 /// `exists_request`: whether an object (or blob) exists; `id` is a scalar.
@@ -12,14 +12,7 @@ pub struct Exists {
     pub id: ObjectId,
 }
 
-impl Message for Exists {
-    const TYPE: &'static str = "exists_request";
-}
-
-impl Request for Exists {
-    const REPLY: &'static str = "exists_reply";
-    type Reply = ExistsReply;
-}
+request!(Exists, "exists_request" => "exists_reply", ExistsReply);
 
 #[derive(Clone, Copy, Debug, Deserialize)]
 pub struct ExistsReply {
@@ -33,14 +26,7 @@ pub struct Persist {
     pub id: ObjectId,
 }
 
-impl Message for Persist {
-    const TYPE: &'static str = "persist_request";
-}
-
-impl Request for Persist {
-    const REPLY: &'static str = "persist_reply";
-    type Reply = Ack;
-}
+request!(Persist, "persist_request" => "persist_reply", Ack);
 
 /// `if_persist_request`: whether an object has been persisted.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -48,14 +34,7 @@ pub struct IfPersist {
     pub id: ObjectId,
 }
 
-impl Message for IfPersist {
-    const TYPE: &'static str = "if_persist_request";
-}
-
-impl Request for IfPersist {
-    const REPLY: &'static str = "if_persist_reply";
-    type Reply = IfPersistReply;
-}
+request!(IfPersist, "if_persist_request" => "if_persist_reply", IfPersistReply);
 
 #[derive(Clone, Copy, Debug, Deserialize)]
 pub struct IfPersistReply {
@@ -71,14 +50,7 @@ pub struct Label<'a> {
     pub values: &'a [&'a str],
 }
 
-impl Message for Label<'_> {
-    const TYPE: &'static str = "label_request";
-}
-
-impl Request for Label<'_> {
-    const REPLY: &'static str = "label_reply";
-    type Reply = Ack;
-}
+request!(Label<'_>, "label_request" => "label_reply", Ack);
 
 /// `del_data_request`: deletes objects (`id` is a list; unknown ids are
 /// ignored). `force` also deletes objects others still reference, `deep`
@@ -105,27 +77,13 @@ impl<'a> DelData<'a> {
     }
 }
 
-impl Message for DelData<'_> {
-    const TYPE: &'static str = "del_data_request";
-}
-
-impl Request for DelData<'_> {
-    const REPLY: &'static str = "del_data_reply";
-    type Reply = Ack;
-}
+request!(DelData<'_>, "del_data_request" => "del_data_reply", Ack);
 
 /// `clear_request`: force-deletes every object and blob of the instance.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Clear {}
 
-impl Message for Clear {
-    const TYPE: &'static str = "clear_request";
-}
-
-impl Request for Clear {
-    const REPLY: &'static str = "clear_reply";
-    type Reply = Ack;
-}
+request!(Clear, "clear_request" => "clear_reply", Ack);
 
 #[cfg(test)]
 mod tests {

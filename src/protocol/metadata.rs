@@ -8,7 +8,6 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Message, Request};
 use crate::object::{ObjectId, ObjectMeta};
 
 /// `create_data_request`: creates one object from its tree.
@@ -17,14 +16,7 @@ pub struct CreateData<'a> {
     pub content: &'a ObjectMeta,
 }
 
-impl Message for CreateData<'_> {
-    const TYPE: &'static str = "create_data_request";
-}
-
-impl Request for CreateData<'_> {
-    const REPLY: &'static str = "create_data_reply";
-    type Reply = CreateDataReply;
-}
+request!(CreateData<'_>, "create_data_request" => "create_data_reply", CreateDataReply);
 
 /// The new object's id, its signature and the instance it lives on
 /// (`u64::MAX` for a global object).
@@ -51,14 +43,7 @@ impl<'a> CreateDatas<'a> {
     }
 }
 
-impl Message for CreateDatas<'_> {
-    const TYPE: &'static str = "create_datas_request";
-}
-
-impl Request for CreateDatas<'_> {
-    const REPLY: &'static str = "create_datas_reply";
-    type Reply = CreateDatasReply;
-}
+request!(CreateDatas<'_>, "create_datas_request" => "create_datas_reply", CreateDatasReply);
 
 /// One entry per created object, in request order.
 #[derive(Clone, Debug, Deserialize)]
@@ -78,14 +63,7 @@ pub struct GetData<'a> {
     pub wait: bool,
 }
 
-impl Message for GetData<'_> {
-    const TYPE: &'static str = "get_data_request";
-}
-
-impl Request for GetData<'_> {
-    const REPLY: &'static str = "get_data_reply";
-    type Reply = DataReply;
-}
+request!(GetData<'_>, "get_data_request" => "get_data_reply", DataReply);
 
 /// `list_data_request`: the trees of objects whose typename matches a glob
 /// (or a full-match regex), at most `limit` of them. Answered with a
@@ -97,14 +75,7 @@ pub struct ListData<'a> {
     pub limit: usize,
 }
 
-impl Message for ListData<'_> {
-    const TYPE: &'static str = "list_data_request";
-}
-
-impl Request for ListData<'_> {
-    const REPLY: &'static str = "get_data_reply";
-    type Reply = DataReply;
-}
+request!(ListData<'_>, "list_data_request" => "get_data_reply", DataReply);
 
 /// The trees found, keyed by id: missing ids are left out, and `content`
 /// is `null` when none was found.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Ack, Message, Request};
+use super::Ack;
 use crate::object::ObjectId;
 
 /// `put_name_request`: points `name` at a persisted object.
@@ -14,14 +14,7 @@ pub struct PutName<'a> {
     pub name: &'a str,
 }
 
-impl Message for PutName<'_> {
-    const TYPE: &'static str = "put_name_request";
-}
-
-impl Request for PutName<'_> {
-    const REPLY: &'static str = "put_name_reply";
-    type Reply = Ack;
-}
+request!(PutName<'_>, "put_name_request" => "put_name_reply", Ack);
 
 /// `get_name_request`: the object a name points to (`wait` is required:
 /// true blocks until the name exists). A miss is an error reply (code 12).
@@ -31,14 +24,7 @@ pub struct GetName<'a> {
     pub wait: bool,
 }
 
-impl Message for GetName<'_> {
-    const TYPE: &'static str = "get_name_request";
-}
-
-impl Request for GetName<'_> {
-    const REPLY: &'static str = "get_name_reply";
-    type Reply = GetNameReply;
-}
+request!(GetName<'_>, "get_name_request" => "get_name_reply", GetNameReply);
 
 #[derive(Clone, Copy, Debug, Deserialize)]
 pub struct GetNameReply {
@@ -51,14 +37,7 @@ pub struct DropName<'a> {
     pub name: &'a str,
 }
 
-impl Message for DropName<'_> {
-    const TYPE: &'static str = "drop_name_request";
-}
-
-impl Request for DropName<'_> {
-    const REPLY: &'static str = "drop_name_reply";
-    type Reply = Ack;
-}
+request!(DropName<'_>, "drop_name_request" => "drop_name_reply", Ack);
 
 /// `list_name_request`: names matching a glob (or a full-match regex), at
 /// most `limit` (required) of them.
@@ -69,14 +48,7 @@ pub struct ListName<'a> {
     pub limit: usize,
 }
 
-impl Message for ListName<'_> {
-    const TYPE: &'static str = "list_name_request";
-}
-
-impl Request for ListName<'_> {
-    const REPLY: &'static str = "list_name_reply";
-    type Reply = ListNameReply;
-}
+request!(ListName<'_>, "list_name_request" => "list_name_reply", ListNameReply);
 
 /// The names found and their objects (`names` absent or `null`: none).
 #[derive(Clone, Debug, Deserialize)]
