@@ -12,12 +12,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use crate::connection::{Connection, Timeouts};
 use crate::error::{Error, Result};
 use crate::object::{ObjectId, ObjectMeta};
-use crate::protocol::{self, field_id, field_u64};
+use crate::protocol::blobs::Release;
+use crate::protocol::cluster::{ClusterMeta, InstanceStatus, Memory, MetaReply, MigrateObject};
+use crate::protocol::handshake::{Register, RegisterReply};
+use crate::protocol::lifecycle::{Clear, DelData, Exists, IfPersist, Label, Persist};
+use crate::protocol::metadata::{CreateData, CreateDatas, DataReply, GetData, ListData};
+use crate::protocol::names::{DropName, GetName, GetNameReply, ListName, PutName};
+use crate::protocol::{self, Encoded, Message, Request};
 use crate::shm::Region;
 
 /// Requests written before their replies are read (see `Client::call_many`).
@@ -25,13 +32,11 @@ const PIPELINE_BATCH: usize = 64;
 
 /// `release` requests for `ids` (their replies are not worth reading: a
 /// blob this connection does not hold gives an error that changes nothing).
-pub(crate) fn release_msgs(ids: &[ObjectId]) -> impl Iterator<Item = (Value, &'static str)> + '_ {
-    ids.iter().filter(|b| **b != ObjectId::EMPTY_BLOB).map(|b| {
-        (
-            json!({"type": "release_request", "object_id": b}),
-            "release_reply",
-        )
-    })
+pub(crate) fn release_msgs(ids: &[ObjectId]) -> Result<Vec<Encoded>> {
+    ids.iter()
+        .filter(|b| **b != ObjectId::EMPTY_BLOB)
+        .map(|b| Encoded::new(&Release { object_id: *b }))
+        .collect()
 }
 
 /// Bytes of requests written before their replies are read. Far below the
@@ -40,13 +45,11 @@ pub(crate) fn release_msgs(ids: &[ObjectId]) -> impl Iterator<Item = (Value, &'s
 /// (error replies echo the request), and neither side can block the other.
 const PIPELINE_BYTES: usize = 64 << 10;
 
-/// The `type` of a request, for error messages.
-fn request_type(msg: &Value) -> &str {
-    msg.get("type").and_then(Value::as_str).unwrap_or("request")
-}
+pub use crate::protocol::handshake::CLIENT_VERSION;
 
-/// The version string we announce; the server never checks it.
-pub const CLIENT_VERSION: &str = "0.24.2";
+/// The reply of a request sent by `send_unanswered` (or the error the
+/// server answered with), and the type of that request.
+pub(crate) type Answered = (&'static str, Result<Map<String, Value>>);
 
 /// What the server said about itself when we registered.
 #[derive(Clone, Debug)]
@@ -72,9 +75,10 @@ pub struct Client {
     regions: HashMap<i64, Arc<Region>>,
     /// Requests sent by `send_unanswered` whose replies are still unread:
     /// `(request type, expected reply type)`.
-    unanswered: Vec<(String, &'static str)>,
-    /// Their replies, read before a later request was sent.
-    answered: Vec<Result<Map<String, Value>>>,
+    unanswered: Vec<(&'static str, &'static str)>,
+    /// Their replies, read before a later request was sent, with the type
+    /// of their request.
+    answered: Vec<Answered>,
 }
 
 impl std::fmt::Debug for Client {
@@ -103,34 +107,19 @@ impl Client {
             .read
             .map_or(timeouts.connect, |r| r.min(timeouts.connect));
         conn.set_read_timeout(Some(handshake))?;
-        let reply = conn.call(
-            &json!({"type": "register_request", "version": CLIENT_VERSION, "store_type": 1,
-                    "session_id": 0, "username": "", "password": ""}),
-            "register_reply",
-        )?;
+        let reply = conn.call(&Encoded::new(&Register::default())?)?;
         conn.set_read_timeout(timeouts.read)?;
-        let ctx = conn.ctx("register_request");
-        let info = ServerInfo {
-            instance_id: field_u64(&reply, "instance_id", ctx)?,
-            version: reply
-                .get("version")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            rpc_endpoint: reply
-                .get("rpc_endpoint")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            ipc_socket: reply
-                .get("ipc_socket")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-        };
-        if reply.get("store_match").and_then(Value::as_bool) == Some(false) {
+        let ctx = conn.ctx(Register::TYPE);
+        let reply: RegisterReply = protocol::decode(reply, ctx)?;
+        if reply.store_match == Some(false) {
             return Err(ctx.protocol("the server's store type is not the default bulk store"));
         }
+        let info = ServerInfo {
+            instance_id: reply.instance_id,
+            version: reply.version,
+            rpc_endpoint: reply.rpc_endpoint,
+            ipc_socket: reply.ipc_socket,
+        };
         Ok(Client {
             conn,
             info,
@@ -160,32 +149,42 @@ impl Client {
         self.regions.len()
     }
 
-    pub(crate) fn call(&mut self, msg: Value, expected: &str) -> Result<Map<String, Value>> {
+    /// Sends one request and reads its reply into the request's reply type.
+    pub(crate) fn request<R: Request>(&mut self, req: &R) -> Result<R::Reply> {
+        let reply = self.call(&Encoded::new(req)?)?;
+        self.read(reply, R::TYPE)
+    }
+
+    /// Sends one encoded request and returns its checked reply.
+    pub(crate) fn call(&mut self, msg: &Encoded) -> Result<Map<String, Value>> {
         self.settle()?;
-        self.conn.call(&msg, expected)
+        self.conn.call(msg)
+    }
+
+    /// Reads a checked reply to `request` (from `call_many`, say) as `T`.
+    pub(crate) fn read<T: DeserializeOwned>(
+        &self,
+        reply: Map<String, Value>,
+        request: &str,
+    ) -> Result<T> {
+        protocol::decode(reply, self.conn.ctx(request))
     }
 
     /// Sends requests whose replies nobody waits for now (`release`s: the
     /// server acts on them at once). Their replies are read before the next
     /// request's, with no wait of their own, and kept for `take_answered`.
     /// Replies must carry no fds.
-    pub(crate) fn send_unanswered(&mut self, msgs: &[(Value, &'static str)]) -> Result<()> {
+    pub(crate) fn send_unanswered(&mut self, msgs: &[Encoded]) -> Result<()> {
         for chunk in msgs.chunks(PIPELINE_BATCH) {
             // Never more than a batch of replies waits in the socket, so
             // neither side blocks on a full buffer.
             if self.unanswered.len() + chunk.len() > PIPELINE_BATCH {
                 self.settle()?;
             }
-            let mut frames = Vec::with_capacity(chunk.len() * 96);
-            for (msg, _) in chunk {
-                frames.extend_from_slice(&protocol::encode_frame(msg));
-            }
-            self.conn.send_raw(&frames, request_type(&chunk[0].0))?;
-            self.unanswered.extend(
-                chunk
-                    .iter()
-                    .map(|(msg, expected)| (request_type(msg).to_string(), *expected)),
-            );
+            let frames: Vec<u8> = chunk.iter().flat_map(|m| m.frame.iter().copied()).collect();
+            self.conn.send_raw(&frames, chunk[0].request)?;
+            self.unanswered
+                .extend(chunk.iter().map(|m| (m.request, m.reply)));
         }
         Ok(())
     }
@@ -199,15 +198,16 @@ impl Client {
     /// Reads the replies of `send_unanswered` requests still in the socket.
     pub(crate) fn settle(&mut self) -> Result<()> {
         for (req, expected) in std::mem::take(&mut self.unanswered) {
-            let reply = self.conn.recv(&req)?;
-            self.answered
-                .push(protocol::check_reply(reply, expected, self.conn.ctx(&req)));
+            let reply = self.conn.recv(req)?;
+            let checked = protocol::check_reply(reply, expected, self.conn.ctx(req));
+            self.answered.push((req, checked));
         }
         Ok(())
     }
 
-    /// The replies of every `send_unanswered` request so far, in order.
-    pub(crate) fn take_answered(&mut self) -> Result<Vec<Result<Map<String, Value>>>> {
+    /// The replies of every `send_unanswered` request so far, in order,
+    /// each with the type of its request.
+    pub(crate) fn take_answered(&mut self) -> Result<Vec<Answered>> {
         self.settle()?;
         Ok(std::mem::take(&mut self.answered))
     }
@@ -223,7 +223,7 @@ impl Client {
     /// error reply, so the connection stays in step).
     pub(crate) fn call_many(
         &mut self,
-        msgs: &[(Value, &str)],
+        msgs: &[Encoded],
     ) -> Result<Vec<Result<Map<String, Value>>>> {
         self.settle()?;
         let mut out = Vec::with_capacity(msgs.len());
@@ -234,22 +234,23 @@ impl Client {
             // deadlocks: vineyardd reads all of it before it answers).
             let mut frames = Vec::new();
             let mut n = 0;
-            for (msg, _) in rest.iter().take(PIPELINE_BATCH) {
-                let frame = protocol::encode_frame(msg);
-                if n > 0 && frames.len() + frame.len() > PIPELINE_BYTES {
+            for msg in rest.iter().take(PIPELINE_BATCH) {
+                if n > 0 && frames.len() + msg.frame.len() > PIPELINE_BYTES {
                     break;
                 }
-                frames.extend_from_slice(&frame);
+                frames.extend_from_slice(&msg.frame);
                 n += 1;
             }
             let (chunk, tail) = rest.split_at(n);
             rest = tail;
-            let first = request_type(&chunk[0].0);
-            self.conn.send_raw(&frames, first)?;
-            for (msg, expected) in chunk {
-                let req = request_type(msg);
-                let reply = self.conn.recv(req)?;
-                out.push(protocol::check_reply(reply, expected, self.conn.ctx(req)));
+            self.conn.send_raw(&frames, chunk[0].request)?;
+            for msg in chunk {
+                let reply = self.conn.recv(msg.request)?;
+                out.push(protocol::check_reply(
+                    reply,
+                    msg.reply,
+                    self.conn.ctx(msg.request),
+                ));
             }
         }
         Ok(out)
@@ -259,15 +260,11 @@ impl Client {
 
     /// Creates one object from a metadata tree.
     pub fn create_data(&mut self, content: &ObjectMeta) -> Result<Created> {
-        let reply = self.call(
-            json!({"type": "create_data_request", "content": content}),
-            "create_data_reply",
-        )?;
-        let ctx = self.conn.ctx("create_data_request");
+        let reply = self.request(&CreateData { content })?;
         Ok(Created {
-            id: field_id(&reply, "id", ctx)?,
-            signature: field_u64(&reply, "signature", ctx)?,
-            instance_id: field_u64(&reply, "instance_id", ctx)?,
+            id: reply.id,
+            signature: reply.signature,
+            instance_id: reply.instance_id,
         })
     }
 
@@ -276,36 +273,22 @@ impl Client {
         if contents.is_empty() {
             return Ok(Vec::new());
         }
-        let req = "create_datas_request";
-        let reply = self.call(
-            json!({"type": req, "num": contents.len(), "contents": contents}),
-            "create_datas_reply",
-        )?;
-        let ctx = self.conn.ctx(req);
-        let list = |k: &str| -> Result<Vec<u64>> {
-            let a = reply
-                .get(k)
-                .and_then(Value::as_array)
-                .ok_or_else(|| ctx.protocol(format!("{k} missing")))?;
-            a.iter()
-                .map(|v| {
-                    v.as_u64()
-                        .ok_or_else(|| ctx.protocol(format!("{k} entry is not an integer")))
-                })
-                .collect()
-        };
-        let (ids, sigs, insts) = (list("ids")?, list("signatures")?, list("instance_ids")?);
+        let reply = self.request(&CreateDatas::new(contents))?;
+        let (ids, sigs, insts) = (reply.ids, reply.signatures, reply.instance_ids);
         if ids.len() != contents.len() || sigs.len() != ids.len() || insts.len() != ids.len() {
-            return Err(ctx.protocol("create_datas reply lists do not match the request"));
+            return Err(self
+                .conn
+                .ctx(CreateDatas::TYPE)
+                .protocol("create_datas reply lists do not match the request"));
         }
         Ok(ids
             .into_iter()
             .zip(sigs)
             .zip(insts)
-            .map(|((i, s), n)| Created {
-                id: ObjectId(i),
-                signature: s,
-                instance_id: n,
+            .map(|((id, signature), instance_id)| Created {
+                id,
+                signature,
+                instance_id,
             })
             .collect())
     }
@@ -317,19 +300,19 @@ impl Client {
         sync_remote: bool,
         wait: bool,
     ) -> Result<HashMap<ObjectId, ObjectMeta>> {
-        let req = "get_data_request";
         if wait {
             self.conn.set_read_timeout(None)?;
         }
-        let res = self.call(
-            json!({"type": req, "id": ids, "sync_remote": sync_remote, "wait": wait}),
-            "get_data_reply",
-        );
+        let res = self.request(&GetData {
+            id: ids,
+            sync_remote,
+            wait,
+        });
         if wait {
             let t = self.conn.timeouts().read;
             self.conn.set_read_timeout(t)?;
         }
-        self.content_map(res?, req)
+        Ok(res?.trees())
     }
 
     /// Fetches one metadata tree or fails with `NotFound`.
@@ -349,68 +332,27 @@ impl Client {
         regex: bool,
         limit: usize,
     ) -> Result<HashMap<ObjectId, ObjectMeta>> {
-        let req = "list_data_request";
-        let reply = self.call(
-            json!({"type": req, "pattern": pattern, "regex": regex, "limit": limit}),
-            "get_data_reply",
-        )?;
-        self.content_map(reply, req)
-    }
-
-    pub(crate) fn content_map(
-        &self,
-        reply: Map<String, Value>,
-        req: &str,
-    ) -> Result<HashMap<ObjectId, ObjectMeta>> {
-        let ctx = self.conn.ctx(req);
-        match reply.get("content") {
-            None | Some(Value::Null) => Ok(HashMap::new()),
-            Some(Value::Object(m)) => m
-                .iter()
-                .map(|(k, v)| {
-                    let id = ObjectId::parse(k)
-                        .ok_or_else(|| ctx.protocol(format!("content key {k:?} is not an id")))?;
-                    let meta = ObjectMeta::from_value(v.clone())
-                        .ok_or_else(|| ctx.protocol(format!("content of {k} is not an object")))?;
-                    Ok((id, meta))
-                })
-                .collect(),
-            Some(_) => Err(ctx.protocol("content is neither an object nor null")),
-        }
+        let reply = self.request(&ListData {
+            pattern,
+            regex,
+            limit,
+        })?;
+        Ok(reply.trees())
     }
 
     /// True if the object (or blob) exists.
     pub fn exists(&mut self, id: ObjectId) -> Result<bool> {
-        let reply = self.call(json!({"type": "exists_request", "id": id}), "exists_reply")?;
-        reply
-            .get("exists")
-            .and_then(Value::as_bool)
-            .ok_or_else(|| self.conn.ctx("exists_request").protocol("exists missing"))
+        Ok(self.request(&Exists { id })?.exists)
     }
 
     /// Makes an object visible to other instances (and nameable).
     pub fn persist(&mut self, id: ObjectId) -> Result<()> {
-        self.call(
-            json!({"type": "persist_request", "id": id}),
-            "persist_reply",
-        )
-        .map(drop)
+        self.request(&Persist { id }).map(drop)
     }
 
     /// True if the object has been persisted.
     pub fn if_persist(&mut self, id: ObjectId) -> Result<bool> {
-        let reply = self.call(
-            json!({"type": "if_persist_request", "id": id}),
-            "if_persist_reply",
-        )?;
-        reply
-            .get("persist")
-            .and_then(Value::as_bool)
-            .ok_or_else(|| {
-                self.conn
-                    .ctx("if_persist_request")
-                    .protocol("persist missing")
-            })
+        Ok(self.request(&IfPersist { id })?.persist)
     }
 
     /// Deletes objects. Unknown ids are ignored by the server.
@@ -418,17 +360,12 @@ impl Client {
         if ids.is_empty() {
             return Ok(());
         }
-        self.call(
-            json!({"type": "del_data_request", "id": ids, "force": force, "deep": deep, "fastpath": false, "memory_trim": false}),
-            "del_data_reply",
-        )
-        .map(drop)
+        self.request(&DelData::new(ids, force, deep)).map(drop)
     }
 
     /// Force-deletes every object and blob of the instance.
     pub fn clear(&mut self) -> Result<()> {
-        self.call(json!({"type": "clear_request"}), "clear_reply")
-            .map(drop)
+        self.request(&Clear {}).map(drop)
     }
 
     // ---- names -------------------------------------------------------------
@@ -436,10 +373,10 @@ impl Client {
     /// Names a persisted object.
     pub fn put_name(&mut self, id: ObjectId, name: &str) -> Result<()> {
         crate::names::check_length(name)?;
-        self.call(
-            json!({"type": "put_name_request", "object_id": id, "name": name}),
-            "put_name_reply",
-        )
+        self.request(&PutName {
+            object_id: id,
+            name,
+        })
         .map(drop)
     }
 
@@ -456,34 +393,24 @@ impl Client {
     ) -> Result<Option<ObjectId>> {
         crate::names::check_length(name)?;
         let mut msgs = vec![
-            (
-                json!({"type": "persist_request", "id": id}),
-                "persist_reply",
-            ),
-            (
-                json!({"type": "get_name_request", "name": name, "wait": false}),
-                "get_name_reply",
-            ),
-            (
-                json!({"type": "put_name_request", "object_id": id, "name": name}),
-                "put_name_reply",
-            ),
+            Encoded::new(&Persist { id })?,
+            Encoded::new(&GetName { name, wait: false })?,
+            Encoded::new(&PutName {
+                object_id: id,
+                name,
+            })?,
         ];
-        msgs.extend(release_msgs(release));
+        msgs.extend(release_msgs(release)?);
         let mut replies = self.call_many(&msgs)?.into_iter();
         let (Some(persisted), Some(old), Some(named)) =
             (replies.next(), replies.next(), replies.next())
         else {
-            return Err(self.conn.ctx("persist_request").protocol("replies missing"));
+            return Err(self.conn.ctx(Persist::TYPE).protocol("replies missing"));
         };
         persisted?;
         named?;
         let old = match old {
-            Ok(reply) => Some(field_id(
-                &reply,
-                "object_id",
-                self.conn.ctx("get_name_request"),
-            )?),
+            Ok(reply) => Some(self.read::<GetNameReply>(reply, GetName::TYPE)?.object_id),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
@@ -500,12 +427,9 @@ impl Client {
     ) -> Result<()> {
         let mut msgs = Vec::with_capacity(release.len() + 1);
         if persist {
-            msgs.push((
-                json!({"type": "persist_request", "id": id}),
-                "persist_reply",
-            ));
+            msgs.push(Encoded::new(&Persist { id })?);
         }
-        msgs.extend(release_msgs(release));
+        msgs.extend(release_msgs(release)?);
         if msgs.is_empty() {
             return Ok(());
         }
@@ -518,30 +442,22 @@ impl Client {
 
     /// Adds `keys` = `values` to the object's `__labels`.
     pub fn label(&mut self, id: ObjectId, keys: &[&str], values: &[&str]) -> Result<()> {
-        self.call(
-            json!({"type": "label_request", "id": id, "keys": keys, "values": values}),
-            "label_reply",
-        )
-        .map(drop)
+        self.request(&Label { id, keys, values }).map(drop)
     }
 
     /// Resolves a name; `wait` blocks (without read timeout) until it exists.
     pub fn get_name(&mut self, name: &str, wait: bool) -> Result<ObjectId> {
         crate::names::check_length(name)?;
-        let req = "get_name_request";
         if wait {
             self.conn.set_read_timeout(None)?;
         }
-        let res = self.call(
-            json!({"type": req, "name": name, "wait": wait}),
-            "get_name_reply",
-        );
+        let res = self.request(&GetName { name, wait });
         if wait {
             let t = self.conn.timeouts().read;
             self.conn.set_read_timeout(t)?;
         }
         match res {
-            Ok(reply) => field_id(&reply, "object_id", self.conn.ctx(req)),
+            Ok(reply) => Ok(reply.object_id),
             Err(e) if e.is_not_found() => Err(Error::NotFound {
                 socket: self.socket().to_path_buf(),
                 what: format!("name {name:?}"),
@@ -562,79 +478,44 @@ impl Client {
     /// Removes a name (missing names are not an error).
     pub fn drop_name(&mut self, name: &str) -> Result<()> {
         crate::names::check_length(name)?;
-        self.call(
-            json!({"type": "drop_name_request", "name": name}),
-            "drop_name_reply",
-        )
-        .map(drop)
+        self.request(&DropName { name }).map(drop)
     }
 
-    /// Lists names matching a glob (or regex), with their object ids.
+    /// Lists names matching a glob (or regex), with their object ids,
+    /// sorted by name.
     pub fn list_names(
         &mut self,
         pattern: &str,
         regex: bool,
         limit: usize,
     ) -> Result<Vec<(String, ObjectId)>> {
-        let req = "list_name_request";
-        let reply = self.call(
-            json!({"type": req, "pattern": pattern, "regex": regex, "limit": limit}),
-            "list_name_reply",
-        )?;
-        let ctx = self.conn.ctx(req);
-        let names = match reply.get("names") {
-            Some(Value::Object(m)) => m,
-            None | Some(Value::Null) => return Ok(Vec::new()),
-            Some(_) => return Err(ctx.protocol("names is not an object")),
-        };
-        let mut out: Vec<(String, ObjectId)> = names
-            .iter()
-            .map(|(k, v)| {
-                ObjectId::from_json(v)
-                    .map(|id| (k.clone(), id))
-                    .ok_or_else(|| ctx.protocol(format!("name {k:?} maps to a non-id")))
-            })
-            .collect::<Result<_>>()?;
-        out.sort();
-        Ok(out)
+        let reply = self.request(&ListName {
+            pattern,
+            regex,
+            limit,
+        })?;
+        Ok(reply.names.unwrap_or_default().into_iter().collect())
     }
 
     // ---- cluster -----------------------------------------------------------
 
     /// The `meta` object of `instance_status` (memory_usage, memory_limit, ...).
     pub fn instance_status(&mut self) -> Result<Map<String, Value>> {
-        let reply = self.call(
-            json!({"type": "instance_status_request"}),
-            "instance_status_reply",
-        )?;
-        match reply.get("meta") {
-            Some(Value::Object(m)) => Ok(m.clone()),
-            _ => Err(self
-                .conn
-                .ctx("instance_status_request")
-                .protocol("meta missing")),
-        }
+        Ok(self.request(&InstanceStatus {})?.meta)
     }
 
     /// Bytes of shared memory in use (from `instance_status`).
     pub fn memory_usage(&mut self) -> Result<u64> {
-        let s = self.instance_status()?;
-        s.get("memory_usage")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| {
-                self.conn
-                    .ctx("instance_status_request")
-                    .protocol("memory_usage missing")
-            })
+        let status = Value::Object(self.instance_status()?);
+        let ctx = self.conn.ctx(InstanceStatus::TYPE);
+        protocol::decode_value::<Memory>(&status, ctx)?
+            .memory_usage
+            .ok_or_else(|| ctx.protocol("memory_usage missing"))
     }
 
     /// The instances of the cluster, keyed `i<id>`.
     pub fn cluster_meta(&mut self) -> Result<Map<String, Value>> {
-        let reply = self.call(json!({"type": "cluster_meta"}), "cluster_meta")?;
-        match reply.get("meta") {
-            Some(Value::Object(m)) => Ok(m.clone()),
-            _ => Err(self.conn.ctx("cluster_meta").protocol("meta missing")),
-        }
+        Ok(self.request(&ClusterMeta {})?.meta)
     }
 
     /// The number of instances in the cluster and the trees of `ids`
@@ -644,32 +525,26 @@ impl Client {
         ids: &[ObjectId],
     ) -> Result<(usize, HashMap<ObjectId, ObjectMeta>)> {
         let msgs = [
-            (json!({"type": "cluster_meta"}), "cluster_meta"),
-            (
-                json!({"type": "get_data_request", "id": ids, "sync_remote": false, "wait": false}),
-                "get_data_reply",
-            ),
+            Encoded::new(&ClusterMeta {})?,
+            Encoded::new(&GetData {
+                id: ids,
+                sync_remote: false,
+                wait: false,
+            })?,
         ];
         let mut replies = self.call_many(&msgs)?.into_iter();
         let (Some(cluster), Some(data)) = (replies.next(), replies.next()) else {
-            return Err(self.conn.ctx("cluster_meta").protocol("replies missing"));
+            return Err(self.conn.ctx(ClusterMeta::TYPE).protocol("replies missing"));
         };
-        let instances = match cluster?.get("meta") {
-            Some(Value::Object(m)) => m.len(),
-            _ => return Err(self.conn.ctx("cluster_meta").protocol("meta missing")),
-        };
-        Ok((instances, self.content_map(data?, "get_data_request")?))
+        let instances = self.read::<MetaReply>(cluster?, ClusterMeta::TYPE)?;
+        let data = self.read::<DataReply>(data?, GetData::TYPE)?;
+        Ok((instances.meta.len(), data.trees()))
     }
 
     /// Asks this instance to copy a persisted object from the instance that
     /// holds it; returns the local id (the same id if already local).
     pub fn migrate_object(&mut self, id: ObjectId) -> Result<ObjectId> {
-        let req = "migrate_object_request";
-        let reply = self.call(
-            json!({"type": req, "object_id": id}),
-            "migrate_object_reply",
-        )?;
-        field_id(&reply, "object_id", self.conn.ctx(req))
+        Ok(self.request(&MigrateObject { object_id: id })?.object_id)
     }
 
     /// Changes the read timeout of the underlying connection.
@@ -698,13 +573,14 @@ mod tests {
         let names: Vec<String> = (0..3)
             .map(|i| format!("{i}{}", "n".repeat(400_000)))
             .collect();
-        let msgs: Vec<(Value, &str)> = names
+        let msgs: Vec<Encoded> = names
             .iter()
             .map(|n| {
-                (
-                    json!({"type": "get_name_request", "name": n, "wait": false}),
-                    "get_name_reply",
-                )
+                Encoded::new(&GetName {
+                    name: n,
+                    wait: false,
+                })
+                .unwrap()
             })
             .collect();
         let start = std::time::Instant::now();

@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::protocol::{self, Ctx};
+use crate::protocol::handshake::Exit;
+use crate::protocol::{self, Ctx, Encoded};
 use crate::shm;
 
 /// Timeouts of a connection. `None` waits forever.
@@ -122,26 +123,13 @@ impl Connection {
     }
 
     /// Sends one request and reads its reply, checking the reply type.
-    pub fn call(&mut self, msg: &Value, expected: &str) -> Result<Map<String, Value>> {
-        let request = msg
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("request")
-            .to_string();
-        self.send(msg, &request)?;
-        let reply = self.recv(&request)?;
-        protocol::check_reply(reply, expected, self.ctx(&request))
+    pub fn call(&mut self, msg: &Encoded) -> Result<Map<String, Value>> {
+        self.send_raw(&msg.frame, msg.request)?;
+        let reply = self.recv(msg.request)?;
+        protocol::check_reply(reply, msg.reply, self.ctx(msg.request))
     }
 
-    /// Sends one frame.
-    pub fn send(&mut self, msg: &Value, request: &str) -> Result<()> {
-        let frame = protocol::encode_frame(msg);
-        self.stream
-            .write_all(&frame)
-            .map_err(|e| self.io_error(request, e, true))
-    }
-
-    /// Sends raw bytes (bodies of remote blobs).
+    /// Sends frames (or other raw bytes) as they are.
     pub fn send_raw(&mut self, bytes: &[u8], request: &str) -> Result<()> {
         self.stream
             .write_all(bytes)
@@ -266,8 +254,8 @@ impl Drop for Connection {
         let _ = self
             .stream
             .set_write_timeout(Some(Duration::from_millis(100)));
-        let _ = self.stream.write_all(&protocol::encode_frame(
-            &serde_json::json!({"type": "exit_request"}),
-        ));
+        if let Ok(frame) = protocol::encode_message(&Exit {}) {
+            let _ = self.stream.write_all(&frame);
+        }
     }
 }

@@ -42,11 +42,16 @@
 
 use std::collections::HashSet;
 
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 
 use crate::client::{release_msgs, Client};
 use crate::error::Result;
 use crate::object::{ObjectId, ObjectMeta};
+use crate::protocol::blobs::{IsInUse, IsInUseReply};
+use crate::protocol::lifecycle::{Exists, ExistsReply, Label};
+use crate::protocol::metadata::{DataReply, GetData};
+use crate::protocol::names::DropName;
+use crate::protocol::{Encoded, Message};
 
 /// Typenames `sweep` and `abandoned` list (a full-match regex): vineyard's
 /// layouts and ours, which is everything this package stores or deletes.
@@ -116,13 +121,14 @@ pub fn retire_and_free(
     }
     // One wait: the labels first, then every `is_in_use` (in this order on
     // the server: the retirement is visible before we look).
-    let mut msgs: Vec<(Value, &str)> = Vec::new();
+    let mut msgs: Vec<Encoded> = Vec::new();
     for (id, meta) in objects {
         if !id.is_blob() && !is_retired(meta) {
-            msgs.push((
-                json!({"type": "label_request", "id": id, "keys": [RETIRED_LABEL], "values": ["1"]}),
-                "label_reply",
-            ));
+            msgs.push(Encoded::new(&Label {
+                id: *id,
+                keys: &[RETIRED_LABEL],
+                values: &["1"],
+            })?);
         }
     }
     let labels = msgs.len();
@@ -131,17 +137,16 @@ pub fn retire_and_free(
         .map(|(id, m)| local_blobs(client, *id, m))
         .collect();
     for b in blobs.iter().flatten() {
-        msgs.push((
-            json!({"type": "is_in_use_request", "id": b}),
-            "is_in_use_reply",
-        ));
+        msgs.push(Encoded::new(&IsInUse { id: *b })?);
     }
     let replies = client.call_many(&msgs)?;
     // A label that failed means the object is gone already: nothing to do.
-    let mut in_use = replies.into_iter().skip(labels).map(|r| {
-        r.map(|m| m.get("is_in_use").and_then(Value::as_bool).unwrap_or(true))
-            .unwrap_or(false)
-    });
+    // A blob the server does not know is not in use; a reply we cannot read
+    // counts as in use (retiring is always safe).
+    let mut in_use = replies
+        .into_iter()
+        .skip(labels)
+        .map(|r| r.map(|m| in_use_reply(client, m)).unwrap_or(false));
     let mut out = Outcome::default();
     for ((id, _), bs) in objects.iter().zip(&blobs) {
         let used = bs
@@ -155,6 +160,14 @@ pub fn retire_and_free(
     }
     client.del_data(&out.freed, force, true)?;
     Ok(out)
+}
+
+/// Whether an `is_in_use` reply says the blob is in use; true when it
+/// cannot be read.
+fn in_use_reply(client: &Client, reply: Map<String, Value>) -> bool {
+    client
+        .read::<IsInUseReply>(reply, IsInUse::TYPE)
+        .map_or(true, |r| r.is_in_use)
 }
 
 /// Deletes `ids` (deep) and, in a cluster, the copies migration made of
@@ -198,12 +211,13 @@ pub fn release_unanswered(
     blobs: &[ObjectId],
     owners: &[ObjectId],
 ) -> Result<()> {
-    let mut msgs: Vec<(Value, &'static str)> = release_msgs(blobs).collect();
+    let mut msgs = release_msgs(blobs)?;
     if !owners.is_empty() {
-        msgs.push((
-            json!({"type": "get_data_request", "id": owners, "sync_remote": false, "wait": false}),
-            "get_data_reply",
-        ));
+        msgs.push(Encoded::new(&GetData {
+            id: owners,
+            sync_remote: false,
+            wait: false,
+        })?);
     }
     client.send_unanswered(&msgs)
 }
@@ -213,13 +227,14 @@ pub fn release_unanswered(
 pub fn finish_releases(client: &mut Client) -> Result<Outcome> {
     let mut retired: Vec<(ObjectId, ObjectMeta)> = Vec::new();
     // Release errors (a blob this connection did not hold) change nothing.
-    for reply in client.take_answered()?.into_iter().flatten() {
-        if reply.get("type").and_then(Value::as_str) != Some("get_data_reply") {
+    for (request, reply) in client.take_answered()? {
+        let (GetData::TYPE, Ok(reply)) = (request, reply) else {
             continue;
-        }
+        };
         retired.extend(
             client
-                .content_map(reply, "get_data_request")?
+                .read::<DataReply>(reply, request)?
+                .trees()
                 .into_iter()
                 .filter(|(_, m)| is_retired(m)),
         );
@@ -233,35 +248,35 @@ pub fn finish_releases(client: &mut Client) -> Result<Outcome> {
 /// is not retired, so the mapping may be used (see the module docs).
 /// `store::get_confirmed` sends the same request in the mapping's wait.
 pub fn confirm(client: &mut Client, id: ObjectId) -> Result<bool> {
-    let (msg, expected) = confirm_request(id);
-    let reply = client.call(msg, expected);
+    let reply = client.call(&confirm_request(id)?);
     confirmed(client, id, reply?)
 }
 
 /// The request [`confirm`] sends: `exists` for a bare blob, else the tree
 /// (whose labels say whether it was retired).
-pub(crate) fn confirm_request(id: ObjectId) -> (Value, &'static str) {
+pub(crate) fn confirm_request(id: ObjectId) -> Result<Encoded> {
     if id.is_blob() {
-        (json!({"type": "exists_request", "id": id}), "exists_reply")
+        Encoded::new(&Exists { id })
     } else {
-        (
-            json!({"type": "get_data_request", "id": [id], "sync_remote": false, "wait": false}),
-            "get_data_reply",
-        )
+        Encoded::new(&GetData {
+            id: &[id],
+            sync_remote: false,
+            wait: false,
+        })
     }
 }
 
 /// Reads the reply of [`confirm_request`].
-pub(crate) fn confirmed(
-    client: &Client,
-    id: ObjectId,
-    reply: serde_json::Map<String, Value>,
-) -> Result<bool> {
+pub(crate) fn confirmed(client: &Client, id: ObjectId, reply: Map<String, Value>) -> Result<bool> {
     if id.is_blob() {
-        return Ok(reply.get("exists").and_then(Value::as_bool) == Some(true));
+        // A reply we cannot read does not confirm anything.
+        return Ok(client
+            .read::<ExistsReply>(reply, Exists::TYPE)
+            .is_ok_and(|r| r.exists));
     }
     Ok(client
-        .content_map(reply, "get_data_request")?
+        .read::<DataReply>(reply, GetData::TYPE)?
+        .trees()
         .get(&id)
         .is_some_and(|m| !is_retired(m)))
 }
@@ -308,21 +323,21 @@ pub fn abandoned(client: &mut Client) -> Result<Vec<(ObjectId, ObjectMeta)>> {
     if candidates.is_empty() {
         return Ok(candidates);
     }
-    let mut msgs: Vec<(Value, &str)> = Vec::new();
     let blobs: Vec<Vec<ObjectId>> = candidates
         .iter()
         .map(|(id, m)| local_blobs(client, *id, m))
         .collect();
-    for b in blobs.iter().flatten() {
-        msgs.push((
-            json!({"type": "is_in_use_request", "id": b}),
-            "is_in_use_reply",
-        ));
-    }
-    let mut in_use = client.call_many(&msgs)?.into_iter().map(|r| {
-        r.map(|m| m.get("is_in_use").and_then(Value::as_bool).unwrap_or(true))
-            .unwrap_or(true)
-    });
+    let msgs = blobs
+        .iter()
+        .flatten()
+        .map(|b| Encoded::new(&IsInUse { id: *b }))
+        .collect::<Result<Vec<_>>>()?;
+    // Here an error reply counts as in use too: an object is reported
+    // abandoned only when every blob is known to be idle.
+    let mut in_use = client
+        .call_many(&msgs)?
+        .into_iter()
+        .map(|r| r.map(|m| in_use_reply(client, m)).unwrap_or(true));
     let idle: Vec<(ObjectId, ObjectMeta)> = candidates
         .into_iter()
         .zip(&blobs)
@@ -371,15 +386,10 @@ impl NamespaceDeleted {
 /// CLI's `gc --namespace`, the runners' end of run and the bindings use it.
 pub fn delete_namespace(client: &mut Client, prefix: &str) -> Result<NamespaceDeleted> {
     let (names, ids) = crate::migrate::namespace_objects(client, prefix)?;
-    let drops: Vec<(Value, &str)> = names
+    let drops = names
         .iter()
-        .map(|n| {
-            (
-                json!({"type": "drop_name_request", "name": n}),
-                "drop_name_reply",
-            )
-        })
-        .collect();
+        .map(|n| Encoded::new(&DropName { name: n }))
+        .collect::<Result<Vec<_>>>()?;
     for r in client.call_many(&drops)? {
         r?;
     }
@@ -400,6 +410,7 @@ pub fn reclaim(client: &mut Client, abandoned_too: bool) -> Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn meta(v: Value) -> ObjectMeta {
         ObjectMeta::from_value(v).expect("an object")

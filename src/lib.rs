@@ -4,7 +4,8 @@
 //! Layers, top to bottom (arrows point down only):
 //! `python` (PyO3, feature `python`) -> `store` (typed object trees, atomic
 //! puts) -> `client` (typed requests) -> `connection` / `shm` (framing, fds,
-//! mappings) -> `protocol` (pure frame and reply decoding).
+//! mappings) -> `protocol` (pure framing, and the messages as serde types,
+//! one module per family).
 //!
 //! Inside `store`, the order is `store` (put/get, tree flattening) ->
 //! `store::copy` (the parallel copy into blobs) -> `store::source` (what a

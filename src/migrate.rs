@@ -22,11 +22,13 @@ use std::collections::{BTreeSet, HashSet};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::object::{ObjectId, ObjectMeta};
+use crate::protocol::cluster::Instance;
 
 /// How long we try to open a TCP connection to the holder's RPC endpoint.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -47,11 +49,8 @@ fn holder_of(client: &Client, meta: &ObjectMeta) -> Option<u64> {
 
 /// The `rpc_endpoint` of instance `i` in `cluster_meta`, if listed.
 fn endpoint_of(cluster: &Map<String, Value>, i: u64) -> Option<String> {
-    cluster
-        .get(&format!("i{i}"))
-        .and_then(|v| v.get("rpc_endpoint"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
+    let instance = cluster.get(&format!("i{i}"))?;
+    Instance::deserialize(instance).ok()?.rpc_endpoint
 }
 
 /// Opens (and closes) a TCP connection to `host:port`, as vineyardd would to

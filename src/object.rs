@@ -86,7 +86,8 @@ impl Serialize for ObjectId {
 impl<'de> Deserialize<'de> for ObjectId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Value::deserialize(d)?;
-        ObjectId::from_json(&v).ok_or_else(|| serde::de::Error::custom("invalid object id"))
+        ObjectId::from_json(&v)
+            .ok_or_else(|| serde::de::Error::custom(format!("{v} is not an object id")))
     }
 }
 

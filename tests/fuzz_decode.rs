@@ -1,6 +1,6 @@
 //! Property-based fuzzing of everything that decodes what vineyardd sends:
 //! frames (`protocol::decode_frame`), reply checking (`check_reply`), blob
-//! payloads (`Payload::from_json`), the small field readers, metadata trees,
+//! payloads (`Payload` and its range check), the typed replies, metadata trees,
 //! and whole `Client` calls against a fake vineyardd that answers with random
 //! bytes, random JSON, or valid replies with random mutations (plus random
 //! memory files passed as fds).
@@ -28,9 +28,16 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map, Value};
+use vineyard_kedro::protocol::blobs::{
+    fds_to_receive, CreateBufferReply, GetBuffersReply, IsInUseReply, Payload,
+};
+use vineyard_kedro::protocol::cluster::{Instance, Memory, MetaReply, MigrateObjectReply};
+use vineyard_kedro::protocol::handshake::RegisterReply;
+use vineyard_kedro::protocol::lifecycle::{ExistsReply, IfPersistReply};
+use vineyard_kedro::protocol::metadata::{CreateDataReply, CreateDatasReply, DataReply};
+use vineyard_kedro::protocol::names::{GetNameReply, ListNameReply};
 use vineyard_kedro::protocol::{
-    check_reply, decode_frame, encode_frame, field_id, field_u64, listed_fds, Ctx, Payload,
-    MAX_FRAME,
+    check_reply, decode_frame, decode_value, encode_frame, Ack, Ctx, MAX_FRAME,
 };
 use vineyard_kedro::{store, Client, Error, ObjectId, ObjectMeta, Timeouts};
 
@@ -325,7 +332,7 @@ fn payloads_are_accepted_only_inside_their_memory_file() {
     let mut runner = TestRunner::new(config(decoder_cases()));
     runner
         .run(&prop_oneof![4 => arb_payload(), 1 => arb_json()], |v| {
-            if let Ok(p) = Payload::from_json(&v, ctx()) {
+            if let Ok(p) = decode_value::<Payload>(&v, ctx()).and_then(|p| p.validate(ctx())) {
                 if p.data_size > 0 {
                     prop_assert!(p.store_fd >= 0);
                     let end = p.data_offset.checked_add(p.data_size);
@@ -338,14 +345,41 @@ fn payloads_are_accepted_only_inside_their_memory_file() {
 }
 
 #[test]
-fn field_readers_and_metadata_walks_never_panic() {
+fn reply_decoders_and_metadata_walks_never_panic() {
     let mut runner = TestRunner::new(config(decoder_cases()));
     runner
-        .run(&(arb_map(), arb_key()), |(m, key)| {
-            let _ = field_u64(&m, &key, ctx());
-            let _ = field_id(&m, &key, ctx());
-            if let Ok(fds) = listed_fds(&m, ctx()) {
-                prop_assert!(fds.len() <= 8);
+        .run(&(arb_map(), arb_key(), 0..15u8), |(m, key, which)| {
+            // One reply type per case (the cases spread over all of them).
+            let v = Value::Object(m.clone());
+            let _ = match which {
+                0 => decode_value::<RegisterReply>(&v, ctx()).map(drop),
+                1 => decode_value::<CreateBufferReply>(&v, ctx()).map(drop),
+                2 => decode_value::<IsInUseReply>(&v, ctx()).map(drop),
+                3 => decode_value::<Instance>(&v, ctx()).map(drop),
+                4 => decode_value::<Memory>(&v, ctx()).map(drop),
+                5 => decode_value::<MetaReply>(&v, ctx()).map(drop),
+                6 => decode_value::<MigrateObjectReply>(&v, ctx()).map(drop),
+                7 => decode_value::<ExistsReply>(&v, ctx()).map(drop),
+                8 => decode_value::<IfPersistReply>(&v, ctx()).map(drop),
+                9 => decode_value::<Ack>(&v, ctx()).map(drop),
+                10 => decode_value::<CreateDataReply>(&v, ctx()).map(drop),
+                11 => decode_value::<CreateDatasReply>(&v, ctx()).map(drop),
+                12 => decode_value::<GetNameReply>(&v, ctx()).map(drop),
+                13 => decode_value::<ListNameReply>(&v, ctx()).map(drop),
+                _ => Ok(()),
+            };
+            if let Ok(r) = decode_value::<GetBuffersReply>(&v, ctx()) {
+                prop_assert!(fds_to_receive(r.fds, r.fd).len() <= 8);
+            }
+            if let Ok(r) = decode_value::<DataReply>(&v, ctx()) {
+                // Trees come back exactly as sent, under their id.
+                let sent = m.get("content").and_then(Value::as_object);
+                for (id, meta) in r.trees() {
+                    let tree = meta.into_value();
+                    prop_assert!(sent.is_some_and(|c| c
+                        .iter()
+                        .any(|(k, t)| ObjectId::parse(k) == Some(id) && *t == tree)));
+                }
             }
             let meta = ObjectMeta::from_value(Value::Object(m)).unwrap();
             for b in meta.blob_ids() {

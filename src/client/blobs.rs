@@ -4,12 +4,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::Client;
 use crate::error::{Error, Result};
 use crate::object::ObjectId;
-use crate::protocol::{self, field_u64, Payload};
+use crate::protocol::blobs::{
+    fds_to_receive, CreateBuffer, CreateBufferReply, DropBuffer, GetBuffers, GetBuffersReply,
+    IsInUse, Payload, Release, Seal,
+};
+use crate::protocol::cluster::{InstanceStatus, Memory};
+use crate::protocol::{self, Encoded, Message, Request};
 use crate::shm::{BlobBytes, Region};
 
 /// A reply as read from the server: its fields, or the error it reported.
@@ -23,11 +28,8 @@ impl Client {
 
     /// `create_buffer` without turning "not enough memory" into `StoreFull`.
     fn create_one(&mut self, size: u64) -> Result<BlobBytes> {
-        let reply = self.call(
-            json!({"type": "create_buffer_request", "size": size}),
-            "create_buffer_reply",
-        )?;
-        self.created_blob(&reply)
+        let reply = self.call(&Encoded::new(&CreateBuffer { size })?)?;
+        self.created_blob(reply)
     }
 
     /// Allocates many blobs, all or nothing: on failure nothing stays
@@ -42,23 +44,21 @@ impl Client {
     /// dropped here.
     pub fn create_buffers(&mut self, sizes: &[u64]) -> Result<Vec<BlobBytes>> {
         const BATCH: usize = 64;
-        let req = "create_buffer_request";
+        let req = CreateBuffer::TYPE;
         let total = sizes.iter().fold(0u64, |a, s| a.saturating_add(*s));
         self.settle()?;
         let mut out = Vec::with_capacity(sizes.len());
         let mut failed = None;
         for chunk in sizes.chunks(BATCH) {
-            let mut frames = Vec::with_capacity(chunk.len() * 64);
+            let mut frames = Vec::with_capacity(chunk.len() * 48);
             for size in chunk {
-                frames.extend_from_slice(&protocol::encode_frame(
-                    &json!({"type": req, "size": size}),
-                ));
+                frames.extend_from_slice(&protocol::encode_message(&CreateBuffer { size: *size })?);
             }
             self.conn.send_raw(&frames, req)?;
             for _ in chunk {
                 let reply = self.conn.recv(req)?;
-                match protocol::check_reply(reply, "create_buffer_reply", self.conn.ctx(req)) {
-                    Ok(reply) => out.push(self.created_blob(&reply)?),
+                match protocol::check_reply(reply, CreateBuffer::REPLY, self.conn.ctx(req)) {
+                    Ok(reply) => out.push(self.created_blob(reply)?),
                     Err(e) => {
                         failed.get_or_insert(e);
                     }
@@ -81,36 +81,26 @@ impl Client {
 
     /// The blob of a `create_buffer_reply`, its memory file received and
     /// mapped if new.
-    fn created_blob(&mut self, reply: &Map<String, Value>) -> Result<BlobBytes> {
-        let req = "create_buffer_request";
-        let created = reply
-            .get("created")
-            .ok_or_else(|| self.conn.ctx(req).protocol("reply has no created payload"))?;
-        let payload = Payload::from_json(created, self.conn.ctx(req))?;
-        self.receive_fds(reply, std::slice::from_ref(&payload), req)?;
+    fn created_blob(&mut self, reply: Map<String, Value>) -> Result<BlobBytes> {
+        let req = CreateBuffer::TYPE;
+        let reply: CreateBufferReply = self.read(reply, req)?;
+        let payload = reply.created.validate(self.conn.ctx(req))?;
+        let fds = fds_to_receive(None, reply.fd);
+        self.receive_fds(fds, std::slice::from_ref(&payload), req)?;
         self.blob_of(&payload, req)
     }
 
     /// Seals a blob: it becomes immutable and readable by others.
     pub fn seal(&mut self, id: ObjectId) -> Result<()> {
-        self.call(
-            json!({"type": "seal_request", "object_id": id}),
-            "seal_reply",
-        )
-        .map(drop)
+        self.request(&Seal { object_id: id }).map(drop)
     }
 
     /// Seals many blobs with one wait per batch (`call_many`).
     pub fn seal_many(&mut self, ids: &[ObjectId]) -> Result<()> {
-        let msgs: Vec<(Value, &str)> = ids
+        let msgs = ids
             .iter()
-            .map(|id| {
-                (
-                    json!({"type": "seal_request", "object_id": id}),
-                    "seal_reply",
-                )
-            })
-            .collect();
+            .map(|id| Encoded::new(&Seal { object_id: *id }))
+            .collect::<Result<Vec<_>>>()?;
         self.call_many(&msgs)?
             .into_iter()
             .try_for_each(|r| r.map(drop))
@@ -118,11 +108,7 @@ impl Client {
 
     /// Frees an unsealed blob at once (abort of a save).
     pub fn drop_buffer(&mut self, id: ObjectId) -> Result<()> {
-        self.call(
-            json!({"type": "drop_buffer_request", "id": id}),
-            "drop_buffer_reply",
-        )
-        .map(drop)
+        self.request(&DropBuffer { id }).map(drop)
     }
 
     /// Maps the given sealed local blobs. Missing ids are absent from the map.
@@ -136,30 +122,28 @@ impl Client {
     pub fn get_buffers_then(
         &mut self,
         ids: &[ObjectId],
-        then: Option<(Value, &str)>,
+        then: Option<Encoded>,
     ) -> Result<(HashMap<ObjectId, BlobBytes>, Option<ServerReply>)> {
-        let req = "get_buffers_request";
-        let mut msg = Map::new();
-        msg.insert("type".into(), req.into());
-        msg.insert("num".into(), ids.len().into());
-        for (i, id) in ids.iter().enumerate() {
-            msg.insert(i.to_string(), id.0.into());
-        }
-        msg.insert("unsafe".into(), false.into());
+        let req = GetBuffers::TYPE;
         self.settle()?;
-        let mut frames = protocol::encode_frame(&Value::Object(msg));
-        if let Some((then_msg, _)) = &then {
-            frames.extend_from_slice(&protocol::encode_frame(then_msg));
+        let mut frames = protocol::encode_message(&GetBuffers { ids })?;
+        if let Some(then) = &then {
+            frames.extend_from_slice(&then.frame);
         }
         self.conn.send_raw(&frames, req)?;
         let reply = self.conn.recv(req)?;
         // Every reply is read before any error is returned, so the
         // connection stays in step.
-        let reply = protocol::check_reply(reply, "get_buffers_reply", self.conn.ctx(req));
+        let reply = protocol::check_reply(reply, GetBuffers::REPLY, self.conn.ctx(req));
         let mapped = match reply {
             Ok(reply) => {
-                let payloads = self.payloads(&reply, req)?;
-                self.receive_fds(&reply, &payloads, req)?;
+                let reply: GetBuffersReply = self.read(reply, req)?;
+                let payloads = reply
+                    .payloads
+                    .into_iter()
+                    .map(|p| p.validate(self.conn.ctx(req)))
+                    .collect::<Result<Vec<_>>>()?;
+                self.receive_fds(fds_to_receive(reply.fds, reply.fd), &payloads, req)?;
                 let mut out = HashMap::with_capacity(payloads.len());
                 for p in &payloads {
                     out.insert(p.object_id, self.blob_of(p, req)?);
@@ -169,13 +153,13 @@ impl Client {
             Err(e) => Err(e),
         };
         let then_reply = match &then {
-            Some((then_msg, expected)) => {
-                let then_req = then_msg
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("request");
-                let r = self.conn.recv(then_req)?;
-                Some(protocol::check_reply(r, expected, self.conn.ctx(then_req)))
+            Some(then) => {
+                let r = self.conn.recv(then.request)?;
+                Some(protocol::check_reply(
+                    r,
+                    then.reply,
+                    self.conn.ctx(then.request),
+                ))
             }
             None => None,
         };
@@ -184,53 +168,18 @@ impl Client {
 
     /// Drops this connection's reference to a blob.
     pub fn release(&mut self, id: ObjectId) -> Result<()> {
-        self.call(
-            json!({"type": "release_request", "object_id": id}),
-            "release_reply",
-        )
-        .map(drop)
+        self.request(&Release { object_id: id }).map(drop)
     }
 
     /// True while some connection holds a reference to the blob (sealed it,
     /// mapped it with `get_buffers`, or increased its count) and has not
     /// released it or disconnected.
     pub fn is_in_use(&mut self, id: ObjectId) -> Result<bool> {
-        let req = "is_in_use_request";
-        let reply = self.call(json!({"type": req, "id": id}), "is_in_use_reply")?;
-        reply
-            .get("is_in_use")
-            .and_then(Value::as_bool)
-            .ok_or_else(|| self.conn.ctx(req).protocol("is_in_use missing"))
-    }
-
-    fn payloads(&self, reply: &Map<String, Value>, req: &str) -> Result<Vec<Payload>> {
-        let ctx = self.conn.ctx(req);
-        match reply.get("payloads") {
-            Some(Value::Array(a)) => a.iter().map(|v| Payload::from_json(v, ctx)).collect(),
-            _ => {
-                let num = field_u64(reply, "num", ctx)? as usize;
-                (0..num)
-                    .map(|i| {
-                        Payload::from_json(
-                            reply
-                                .get(&i.to_string())
-                                .ok_or_else(|| ctx.protocol(format!("payload {i} missing")))?,
-                            ctx,
-                        )
-                    })
-                    .collect()
-            }
-        }
+        Ok(self.request(&IsInUse { id })?.is_in_use)
     }
 
     /// Receives the fds listed in a reply and maps each new memory file.
-    fn receive_fds(
-        &mut self,
-        reply: &Map<String, Value>,
-        payloads: &[Payload],
-        req: &str,
-    ) -> Result<()> {
-        let fds = protocol::listed_fds(reply, self.conn.ctx(req))?;
+    fn receive_fds(&mut self, fds: Vec<i64>, payloads: &[Payload], req: &str) -> Result<()> {
         for server_fd in fds {
             let map_size = payloads
                 .iter()
@@ -278,13 +227,20 @@ impl Client {
             Error::Server { message, .. } => message.clone(),
             _ => String::new(),
         };
-        let (used, limit) = match self.instance_status() {
-            Ok(s) => (
-                s.get("memory_usage").and_then(Value::as_u64).unwrap_or(0),
-                s.get("memory_limit").and_then(Value::as_u64).unwrap_or(0),
-            ),
-            Err(_) => (0, 0),
-        };
+        // Best effort: the figures only make the error clearer.
+        let memory = self
+            .instance_status()
+            .and_then(|s| {
+                protocol::decode_value::<Memory>(
+                    &Value::Object(s),
+                    self.conn.ctx(InstanceStatus::TYPE),
+                )
+            })
+            .unwrap_or_default();
+        let (used, limit) = (
+            memory.memory_usage.unwrap_or(0),
+            memory.memory_limit.unwrap_or(0),
+        );
         Error::StoreFull {
             socket: self.socket().to_path_buf(),
             requested,

@@ -322,7 +322,9 @@ fn get_inner(client: &mut Client, id: ObjectId, confirm: bool) -> Result<(Fetche
     if id.is_blob() && id != ObjectId::EMPTY_BLOB {
         wanted.push(id);
     }
-    let then = confirm.then(|| crate::lease::confirm_request(id));
+    let then = confirm
+        .then(|| crate::lease::confirm_request(id))
+        .transpose()?;
     let (mut blobs, confirmed) = client.get_buffers_then(&wanted, then)?;
     let usable = match confirmed {
         Some(reply) => crate::lease::confirmed(client, id, reply?)?,
