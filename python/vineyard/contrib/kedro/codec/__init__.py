@@ -114,7 +114,6 @@ def put_value(client: Any, value: Any, name: str | None = None, persist: bool = 
     except RecursionError as e:
         raise UnsupportedValueError(f"cannot store a {type(value).__qualname__}: nested too deeply") from e
     object_id, replaced, nbytes = client.put(tree, w.buffers, name=name, persist=persist)
-    del w  # the sources may be released only once the core has copied them
     return PutInfo(object_id, nbytes, tree["typename"], replaced)
 
 

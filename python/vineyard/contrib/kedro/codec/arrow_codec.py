@@ -49,7 +49,7 @@ def _validity(arr: pa.Array, w: Writer, start: int, n: int) -> dict:
     bitmap = arr.buffers()[0]
     if arr.null_count == 0 or bitmap is None:
         return w.empty()
-    return w.address(bitmap.address + start // 8, _bits(n), keep=bitmap)
+    return w.memory(bitmap.slice(start // 8, _bits(n)))
 
 
 def _offsets(arr: pa.Array, w: Writer, start: int, n: int, large: bool) -> tuple[dict, int, int]:
@@ -85,7 +85,7 @@ def array_tree(arr: pa.Array, w: Writer) -> dict:
         return {
             "typename": "vineyard::BooleanArray",
             **common,
-            "buffer_": w.address(values.address + start // 8, _bits(r + n), keep=values) if n else w.empty(),
+            "buffer_": w.memory(values.slice(start // 8, _bits(r + n))) if n else w.empty(),
             "null_bitmap_": _validity(arr, w, start, r + n),
         }
     if pa.types.is_integer(t) or pa.types.is_floating(t):
@@ -94,7 +94,7 @@ def array_tree(arr: pa.Array, w: Writer) -> dict:
         return {
             "typename": f"vineyard::NumericArray<{t}>",
             **common,
-            "buffer_": w.address(values.address + start * size, (r + n) * size, keep=values) if n else w.empty(),
+            "buffer_": w.memory(values.slice(start * size, (r + n) * size)) if n else w.empty(),
             "null_bitmap_": _validity(arr, w, start, r + n),
         }
     if pa.types.is_fixed_size_binary(t):
@@ -104,7 +104,7 @@ def array_tree(arr: pa.Array, w: Writer) -> dict:
             "typename": "vineyard::FixedSizeBinaryArray",
             **common,
             "byte_width_": width,
-            "buffer_": w.address(values.address + start * width, (r + n) * width, keep=values) if n and width else w.empty(),
+            "buffer_": w.memory(values.slice(start * width, (r + n) * width)) if n and width else w.empty(),
             "null_bitmap_": _validity(arr, w, start, r + n),
         }
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
@@ -116,7 +116,7 @@ def array_tree(arr: pa.Array, w: Writer) -> dict:
             "typename": LARGE_STRING if textual else LARGE_BINARY,
             **common,
             "buffer_offsets_": offsets,
-            "buffer_data_": w.address(data.address + first, last - first, keep=data) if data is not None else w.empty(),
+            "buffer_data_": w.memory(data.slice(first, last - first)) if data is not None else w.empty(),
             "null_bitmap_": _validity(arr, w, start, r + n),
         }
     if pa.types.is_list(t) or pa.types.is_large_list(t):

@@ -36,23 +36,18 @@ EXTRA = "vineyard_kedro_"
 # -- writing --------------------------------------------------------------------
 
 
-def _address(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
 class Writer:
-    """The buffers of one put, and the Python objects that own their memory.
+    """The buffers of one put: objects that own their memory (bytes, numpy
+    arrays, anything with the buffer protocol such as ``pyarrow.Buffer``).
 
-    The core copies every buffer with the GIL released, so each source object
-    must stay alive (and unmodified) until `Client.put` returns: `keep` holds
-    them for as long as the writer lives.
+    `Client.put` takes the objects themselves and holds them while it copies
+    (with the GIL released): no address is taken here.
     """
 
-    __slots__ = ("buffers", "keep", "secret")
+    __slots__ = ("buffers", "secret")
 
     def __init__(self, secret: bytes | None = None) -> None:
         self.buffers: list[Any] = []
-        self.keep: list[Any] = []
         #: The pickle-signing secret (see `signing`), None for unsigned pickles.
         self.secret = secret
 
@@ -62,10 +57,8 @@ class Writer:
         tree["buffer_"] = self.bytes(payload)
         return signing.sign(tree, payload, self.secret)
 
-    def _add(self, src: Any, keep: Any = None) -> dict:
+    def _add(self, src: Any) -> dict:
         self.buffers.append(src)
-        if keep is not None:
-            self.keep.append(keep)
         return {"__blob__": len(self.buffers) - 1}
 
     def empty(self) -> dict:
@@ -73,50 +66,25 @@ class Writer:
         return self._add(b"")
 
     def bytes(self, data: bytes) -> dict:
-        """A blob holding `data` (bytes; kept alive by the buffer list)."""
+        """A blob holding `data` (bytes, or made bytes here)."""
         if type(data) is not bytes:
             data = bytes(data)
         return self._add(data)
 
     def memory(self, buf: Any) -> dict:
-        """A blob holding a contiguous buffer-protocol object (no copy here)."""
-        a = np.frombuffer(buf, dtype=np.uint8) if not isinstance(buf, np.ndarray) else buf
-        if a.nbytes == 0:
-            return self.empty()
-        if not a.flags.c_contiguous:
-            a = np.ascontiguousarray(a)
-        return self._add((_address(a), a.nbytes), keep=a)
-
-    def address(self, address: int, nbytes: int, keep: Any) -> dict:
-        """A blob holding `nbytes` at `address` (owned by `keep`)."""
-        if nbytes == 0:
-            return self.empty()
-        return self._add((int(address), int(nbytes)), keep=keep)
+        """A blob holding the bytes of a buffer-protocol object (no copy
+        here; a ``pyarrow.Buffer`` slice is a zero-copy view)."""
+        return self._add(buf)
 
     def array(self, a: np.ndarray) -> dict:
         """A blob holding the elements of `a` in C (row-major) order.
 
-        Contiguous arrays and arrays whose rows are contiguous (1-D strided
-        columns, ``a[::k]`` of a C array, negative steps) are gathered by the
-        core straight from their memory; anything else is made contiguous
-        here first.
+        The core gathers contiguous arrays and arrays whose rows are
+        contiguous (1-D strided columns, ``a[::k]`` of a C array, negative
+        steps) straight from their memory, and makes anything else
+        contiguous first.
         """
-        if a.size == 0 or a.itemsize == 0:
-            return self.empty()
-        if a.flags.c_contiguous:
-            return self._add((_address(a), a.nbytes), keep=a)
-        if a.ndim >= 1:
-            inner = a.itemsize
-            ok = True
-            for n, s in zip(reversed(a.shape[1:]), reversed(a.strides[1:])):
-                if n != 1 and s != inner:
-                    ok = False
-                    break
-                inner *= n
-            if ok:
-                return self._add((_address(a), inner, a.shape[0], a.strides[0]), keep=a)
-        c = np.ascontiguousarray(a)
-        return self._add((_address(c), c.nbytes), keep=c)
+        return self._add(a)
 
 
 # -- reading --------------------------------------------------------------------
@@ -209,12 +177,13 @@ class Reader:
         b, nbytes = self._range(meta, key, nbytes, offset)
         if b.size == 0:
             return None
-        return pa.foreign_buffer(b.address + offset, nbytes, base=b)
+        # A read-only numpy view of the shared mapping, whose base (the
+        # SharedView) holds the blob's lease: the Buffer keeps it alive.
+        return pa.py_buffer(np.asarray(b.shared_view())[offset : offset + nbytes])
 
 
 class _EmptyBlob:
     size = 0
-    address = 0
     __array_interface__ = {"version": 3, "shape": (0,), "typestr": "|u1", "data": (0, True)}
 
     def shared_view(self) -> _EmptyBlob:
