@@ -10,7 +10,9 @@ and we read what they write; everything else gets a layout of ours, named
 
 * `numpy_codec`: ndarray -> ``vineyard::Tensor<T>``
 * `pandas` (a package): DataFrame, Series, Index, every column dtype
-* `arrow_codec`: Table, RecordBatch, Array, ChunkedArray, polars DataFrame
+* `arrow_codec`: Table, RecordBatch, Array, ChunkedArray, polars DataFrame, and
+  any object with ``__arrow_c_stream__`` or ``__arrow_c_array__`` (the Arrow
+  PyCapsule interface)
 * `python_codec`: None, bool, int, float, str, bytes, list, tuple, dict
 * `pickle_codec`: anything else (pickle 5, buffers out of band)
 
@@ -76,6 +78,12 @@ def encode(value: Any, w: Writer) -> dict:
         from .arrow_codec import encode_polars
 
         return encode_polars(value, w)
+    if hasattr(t, "__arrow_c_stream__") or hasattr(t, "__arrow_c_array__"):
+        from .arrow_codec import encode_arrow, from_capsules
+
+        tree = encode_arrow(from_capsules(value), w)
+        if tree is not None:
+            return tree
     tree = encode_python(value, w, encode)
     if tree is not None:
         return tree

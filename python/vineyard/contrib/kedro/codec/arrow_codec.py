@@ -19,6 +19,8 @@ IPC, base64) and the reader casts back, sharing the data buffers.
 | ``pa.ChunkedArray`` | ``vineyard_kedro::ChunkedArray`` ``{type_: base64 schema, __chunks_-size, __chunks_-<i>: array}`` |
 | anything else (dictionary, struct, dates, timestamps, decimals, views, ...) | ``vineyard_kedro::ArrowIPC`` ``{kind_: table/record_batch/array/chunked_array, size_, buffer_: Arrow IPC stream}`` |
 | polars DataFrame | as its Arrow table, plus ``"from_polars": true`` (the official convention) |
+| any other object with ``__arrow_c_stream__`` (DuckDB relations, arro3, nanoarrow, ...) | its stream read into a ``pa.Table`` (a ``pa.ChunkedArray`` for a stream of non-struct arrays), laid out as above |
+| any other object with ``__arrow_c_array__`` | a ``pa.RecordBatch`` (a struct array is a record batch in the PyCapsule interface), else a ``pa.Array``, laid out as above |
 
 Loads are zero-copy: every Arrow buffer is a view of a blob that keeps the
 mapping alive, and IPC streams are read in place. Every array read is
@@ -35,7 +37,7 @@ import pyarrow as pa
 
 from .arrow_read import decode_arrow_array, decode_ipc
 from .arrow_types import CHUNKED, IPC, LARGE_BINARY, LARGE_STRING, portable, schema_b64, type_b64, widen, widen_schema
-from .registry import EXTRA, Writer
+from .registry import EXTRA, UnsupportedValueError, Writer
 
 
 # -- encode arrays --------------------------------------------------------------
@@ -223,6 +225,35 @@ def encode_arrow(value: Any, w: Writer) -> dict | None:
     return None
 
 
+def _streams_columns(value: Any) -> bool:
+    """True unless the object says (``__arrow_c_schema__``) that its stream
+    carries non-struct arrays: a stream is read once, so its kind is decided
+    before it is opened."""
+    if not hasattr(type(value), "__arrow_c_schema__"):
+        return True
+    return pa.types.is_struct(pa.DataType._import_from_c_capsule(value.__arrow_c_schema__()))
+
+
+def from_capsules(value: Any) -> Any:
+    """The pyarrow value of an object that speaks the Arrow PyCapsule
+    interface (zero-copy: pyarrow imports the exported buffers), else None.
+    A stream is read whole, as a save stores all of it."""
+    t = type(value)
+    try:
+        if hasattr(t, "__arrow_c_stream__"):
+            return pa.table(value) if _streams_columns(value) else pa.chunked_array(value)
+        if hasattr(t, "__arrow_c_array__"):
+            array = pa.array(value)
+            if pa.types.is_struct(array.type) and array.null_count == 0:
+                return pa.RecordBatch.from_struct_array(array)
+            return array
+    except (TypeError, ValueError, pa.ArrowException) as e:
+        raise UnsupportedValueError(
+            f"cannot store a {t.__module__}.{t.__qualname__} through the Arrow PyCapsule interface: {type(e).__name__}: {e}"
+        ) from e
+    return None
+
+
 def encode_polars(df: Any, w: Writer) -> dict:
     table = df.to_arrow()
     tree = encode_arrow(table, w)
@@ -236,6 +267,7 @@ __all__ = [
     "decode_ipc",
     "encode_arrow",
     "encode_polars",
+    "from_capsules",
     "portable",
     "schema_tree",
     "widen",
