@@ -32,10 +32,12 @@ import numpy as np
 
 from vineyard.contrib.kedro.errors import LayoutError, UnsupportedValueError, VineyardError
 
+from .buffers import Reader, Writer
+from .dispatch import decode
+from .metadata import NeedsPickle
 from .numpy_codec import encode_ndarray
 from .pickle_codec import encode_pickle
 from .python_codec import encode_python
-from .registry import NeedsPickle, Reader, Writer, decode
 from .signing import current_secret
 
 

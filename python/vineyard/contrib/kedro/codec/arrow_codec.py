@@ -35,9 +35,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from vineyard.contrib.kedro.errors import UnsupportedValueError
+
 from .arrow_read import decode_arrow_array, decode_ipc
 from .arrow_types import CHUNKED, IPC, LARGE_BINARY, LARGE_STRING, portable, schema_b64, type_b64, widen, widen_schema
-from .registry import EXTRA, UnsupportedValueError, Writer
+from .buffers import Writer
+from .metadata import EXTRA
 
 
 # -- encode arrays --------------------------------------------------------------
