@@ -10,202 +10,33 @@
 //! meanwhile that nobody maps any more); deletes retire what any process
 //! still maps instead of freeing it.
 
-//! Every `Blob` holds the blob's lease, and its private (copy-on-write)
-//! mapping lives no longer than the `Blob`, so both mappings of a loaded
-//! blob keep it leased.
+//! Every `Blob` (`super::blob`) holds the blob's lease.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::PyDict;
 
+use super::blob::PyBlob;
 use super::convert::{to_json, to_py};
 use super::lifetimes::{
     client, delete_ids, finish_releases, free_retired, note_retired, release_blobs,
     release_dropped, Released, State,
 };
-use crate::store::{self, PutOptions, Source};
-use crate::{BlobBytes, Client, Error, ObjectId, PrivateBytes, Timeouts};
+use super::sources::sources_of;
+use crate::store::{self, PutOptions};
+use crate::{BlobBytes, Client, Error, ObjectId, Timeouts};
 
 /// A mapped blob kept alive while any Python object refers to it. When the
 /// last view goes, its connection's reference is released (see `Released`).
 pub(super) struct Lease {
     pub(super) bytes: BlobBytes,
     pub(super) released: Arc<Released>,
-}
-
-/// The bytes of one blob in shared memory, as loaded once (zero-copy).
-///
-/// Exposes `__array_interface__`, so `numpy.asarray(blob)` is a writable view
-/// of a private, copy-on-write mapping of the blob, made on first use and
-/// shared by every array of this load (one load is one value, like one
-/// copy of it): a write copies only the pages it touches, and the store,
-/// other loads and other processes keep the original. `address` is the
-/// blob in the shared mapping, for Arrow, which never writes. The array's
-/// base keeps this object, hence the lease and both mappings, alive.
-#[pyclass(name = "Blob", module = "vineyard.contrib.kedro._core", frozen)]
-pub struct PyBlob {
-    lease: Arc<Lease>,
-    /// Mapped on first use; dropped with this object, after every array
-    /// over it (they hold it as their base).
-    private: OnceLock<PrivateBytes>,
-}
-
-impl PyBlob {
-    fn new(lease: Arc<Lease>) -> PyBlob {
-        PyBlob {
-            lease,
-            private: OnceLock::new(),
-        }
-    }
-
-    /// This load's private mapping of the blob, made on first use.
-    fn private(&self) -> crate::Result<&PrivateBytes> {
-        if let Some(p) = self.private.get() {
-            return Ok(p);
-        }
-        let mapped = self.lease.bytes.map_private()?;
-        // Another thread may have won the race: its mapping is the one every
-        // array uses, and ours is unmapped here.
-        Ok(self.private.get_or_init(|| mapped))
-    }
-}
-
-#[pymethods]
-impl PyBlob {
-    /// The blob id.
-    #[getter]
-    fn id(&self) -> u64 {
-        self.lease.bytes.id().value()
-    }
-
-    /// Size in bytes.
-    #[getter]
-    fn size(&self) -> usize {
-        self.lease.bytes.len()
-    }
-
-    /// Address of the first byte in the shared mapping (read-only: the
-    /// sealed blob as stored).
-    #[getter]
-    fn address(&self) -> usize {
-        self.lease.bytes.as_ptr() as usize
-    }
-
-    fn __len__(&self) -> usize {
-        self.lease.bytes.len()
-    }
-
-    /// numpy's array interface: a writable 1-D uint8 view of this load's
-    /// private (copy-on-write) mapping.
-    #[getter]
-    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let private = self.private()?;
-        let d = PyDict::new(py);
-        d.set_item("version", 3)?;
-        d.set_item("shape", (private.len(),))?;
-        d.set_item("typestr", "|u1")?;
-        d.set_item("data", (private.as_mut_ptr() as usize, false))?;
-        Ok(d)
-    }
-
-    /// A read-only view of the blob as stored, for bytes that are only read
-    /// and copied (strings, pickle streams): no private mapping to make.
-    fn shared_view(&self) -> SharedView {
-        SharedView {
-            lease: self.lease.clone(),
-        }
-    }
-
-    /// A copy of the bytes.
-    fn tobytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, self.lease.bytes.as_slice())
-    }
-
-    /// True when `count` Arrow offsets of `itemsize` (4 or 8) bytes, starting
-    /// `start` bytes into this blob, never decrease and lie in `0..=data_size`:
-    /// then every item of the array lies inside its data buffer. One pass with
-    /// the GIL released (the O(n) part of loading a string column safely).
-    fn offsets_ok(
-        &self,
-        py: Python<'_>,
-        start: usize,
-        count: usize,
-        itemsize: usize,
-        data_size: u64,
-    ) -> PyResult<bool> {
-        let bytes = self.lease.bytes.as_slice();
-        let end = count
-            .checked_mul(itemsize)
-            .and_then(|n| n.checked_add(start));
-        let range = match end {
-            Some(end) if end <= bytes.len() && (itemsize == 4 || itemsize == 8) => start..end,
-            _ => {
-                return Err(PyValueError::new_err(
-                    "offsets outside the blob, or an item size other than 4 or 8",
-                ))
-            }
-        };
-        Ok(py.detach(|| crate::validate::offsets_ok(&bytes[range], itemsize, data_size)))
-    }
-
-    /// True when every item of the string array whose `count` offsets start
-    /// `start` bytes into this blob is valid UTF-8 in `data` (offsets already
-    /// checked by `offsets_ok`). One pass with the GIL released.
-    fn utf8_ok(
-        &self,
-        py: Python<'_>,
-        start: usize,
-        count: usize,
-        itemsize: usize,
-        data: PyRef<'_, PyBlob>,
-    ) -> PyResult<bool> {
-        let bytes = self.lease.bytes.as_slice();
-        let range = count
-            .checked_mul(itemsize)
-            .and_then(|n| n.checked_add(start))
-            .filter(|end| *end <= bytes.len() && (itemsize == 4 || itemsize == 8))
-            .map(|end| start..end)
-            .ok_or_else(|| {
-                PyValueError::new_err("offsets outside the blob, or an item size other than 4 or 8")
-            })?;
-        let text = data.lease.bytes.as_slice();
-        Ok(py.detach(|| crate::validate::utf8_items_ok(text, &bytes[range], itemsize)))
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "Blob({}, {} bytes)",
-            self.lease.bytes.id(),
-            self.lease.bytes.len()
-        )
-    }
-}
-
-/// A blob in the shared mapping, read-only: `numpy.asarray(view)` is a
-/// read-only uint8 array whose base keeps the lease alive.
-#[pyclass(name = "SharedView", module = "vineyard.contrib.kedro._core", frozen)]
-pub struct SharedView {
-    lease: Arc<Lease>,
-}
-
-#[pymethods]
-impl SharedView {
-    /// numpy's array interface: a read-only 1-D uint8 view.
-    #[getter]
-    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        d.set_item("version", 3)?;
-        d.set_item("shape", (self.lease.bytes.len(),))?;
-        d.set_item("typestr", "|u1")?;
-        d.set_item("data", (self.lease.bytes.as_ptr() as usize, true))?;
-        Ok(d)
-    }
 }
 
 /// A connection to one vineyardd (`vineyard.contrib.kedro._core.Client`).
@@ -271,39 +102,6 @@ fn drop_in_background(c: Client) {
         .spawn(move || drop(c));
 }
 
-fn source_of(obj: &Bound<'_, PyAny>) -> PyResult<Source> {
-    if let Ok(b) = obj.cast::<PyBytes>() {
-        return Ok(Source::from_slice(b.as_bytes()));
-    }
-    if let Ok(t) = obj.cast::<PyTuple>() {
-        return match t.len() {
-            2 => {
-                let (ptr, len): (usize, usize) = t.extract()?;
-                Ok(Source::Contiguous {
-                    ptr: ptr as *const u8,
-                    len,
-                })
-            }
-            4 => {
-                let (ptr, itemsize, count, stride): (usize, usize, usize, isize) = t.extract()?;
-                Ok(Source::Strided {
-                    ptr: ptr as *const u8,
-                    itemsize,
-                    count,
-                    stride,
-                })
-            }
-            n => Err(PyValueError::new_err(format!(
-                "a buffer tuple has 2 or 4 items, not {n}"
-            ))),
-        };
-    }
-    Err(PyTypeError::new_err(format!(
-        "buffers are bytes, (address, nbytes) or (address, itemsize, count, stride), not {}",
-        obj.get_type().name()?
-    )))
-}
-
 fn oid(id: u64) -> ObjectId {
     ObjectId(id)
 }
@@ -365,7 +163,9 @@ impl PyClient {
     }
 
     /// Stores `tree` (a dict; nested dicts are members, `{"__blob__": i}` is
-    /// `buffers[i]`) as one object. Returns `(id, replaced_id_or_None, nbytes)`.
+    /// `buffers[i]`) as one object. A buffer is an object that owns its
+    /// memory: bytes, a numpy array (copied in C order; rows that are
+    /// contiguous are gathered in place), or any buffer-protocol object. Returns `(id, replaced_id_or_None, nbytes)`.
     /// The object that `name` pointed to before is deleted (retired while
     /// any process maps it).
     #[pyo3(signature = (tree, buffers, name = None, persist = true))]
@@ -378,21 +178,22 @@ impl PyClient {
         persist: bool,
     ) -> PyResult<(u64, Option<u64>, u64)> {
         let tree = to_json(tree)?;
-        let sources = buffers
-            .iter()
-            .map(source_of)
-            .collect::<PyResult<Vec<_>>>()?;
+        let (sources, owners) = sources_of(&buffers)?;
         let opts = PutOptions { persist, name };
-        // `buffers` stays alive (and referenced) until we return.
         let res = self.with(py, move |st| {
-            // SAFETY: every source points into a Python object held by `buffers`
-            // for the whole call (bytes are immutable; arrays are the caller's).
+            // SAFETY: every source points into memory owned by an object in
+            // `owners` (see `sources_of`), which lives on this stack frame
+            // until after `with` returns, so no source dangles during the
+            // copy. A Python thread writing to an array while it is being
+            // saved changes only which bytes are stored, as with any copy
+            // made without the GIL.
             let r = unsafe { store::put(client(st)?, &tree, &sources, &opts) }?;
             if let Some(old) = r.replaced {
                 delete_ids(st, &[old], false)?;
             }
             Ok(r)
         })?;
+        drop(owners);
         Ok((res.id.value(), res.replaced.map(ObjectId::value), res.bytes))
     }
 

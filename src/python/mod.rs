@@ -4,12 +4,14 @@
 //! into owned Rust values first, then the GIL is released (`py.detach`) for
 //! socket I/O, copies and mmap, and results are converted back after.
 
+mod blob;
 mod client;
 mod convert;
 mod deploy;
 mod errors;
 mod lifetimes;
 mod server;
+mod sources;
 
 use pyo3::prelude::*;
 
@@ -52,7 +54,9 @@ fn parse_id(text: &str) -> PyResult<u64> {
 #[pymodule]
 mod _core {
     #[pymodule_export]
-    use super::client::{PyBlob, PyClient, SharedView};
+    use super::blob::{PyBlob, SharedView};
+    #[pymodule_export]
+    use super::client::PyClient;
     #[pymodule_export]
     use super::deploy::{
         argo_file_name, check_workflow, docker_build_command, lint_dockerfile, render_argo,

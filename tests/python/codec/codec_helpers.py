@@ -33,7 +33,12 @@ class Loaded:
     def inside(self, address: int) -> bool:
         """True when `address` lies in one of the object's blobs as stored
         (the shared mapping, which Arrow reads)."""
-        return any(b.size and b.address <= address < b.address + b.size for b in self.blobs.values())
+        for b in self.blobs.values():
+            if b.size:
+                start = address_of(b.shared_view())
+                if start <= address < start + b.size:
+                    return True
+        return False
 
     def inside_private(self, address: int) -> bool:
         """True when `address` lies in this load's private (copy-on-write)

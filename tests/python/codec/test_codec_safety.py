@@ -154,7 +154,7 @@ def test_bad_pickle_and_bytes_sizes(client):
 def test_garbage_arrow_streams(client):
     tree, w = tree_of(pa.table({"d": pa.array(["a", "b"]).dictionary_encode()}))
     idx = tree["buffer_"]["__blob__"]
-    src = w.keep[-1]
+    src = w.buffers[idx]
     w.buffers[idx] = bytes(src[: len(src) // 2])  # truncated stream
     tree["size_"] = len(src) // 2
     assert_layout_error(client, tree, w)

@@ -63,7 +63,10 @@ class InternalError(VineyardError): ...
 class LaunchError(VineyardError): ...
 class MigrationError(VineyardError): ...
 
-# -- shared memory (src/python/client.rs) ----------------------------------------
+# -- shared memory (src/python/blob.rs, src/python/client.rs) --------------------
+# No address crosses the seam: puts take objects that own their memory (bytes,
+# numpy arrays, buffer-protocol objects), loads export views whose base holds
+# the blob's lease.
 
 @final
 class Blob:
@@ -74,8 +77,6 @@ class Blob:
     @property
     def size(self) -> int: ...
     @property
-    def address(self) -> int: ...
-    @property
     def __array_interface__(self) -> dict[str, Any]: ...
     def __len__(self) -> int: ...
     def shared_view(self) -> SharedView: ...
@@ -85,7 +86,8 @@ class Blob:
 
 @final
 class SharedView:
-    """A blob in the shared mapping, read-only."""
+    """A blob in the shared mapping, read-only; `pyarrow.py_buffer(numpy.asarray(view)[a:b])`
+    is a zero-copy Arrow buffer that keeps the lease."""
 
     @property
     def __array_interface__(self) -> dict[str, Any]: ...

@@ -10,7 +10,9 @@ and we read what they write; everything else gets a layout of ours, named
 
 * `numpy_codec`: ndarray -> ``vineyard::Tensor<T>``
 * `pandas` (a package): DataFrame, Series, Index, every column dtype
-* `arrow_codec`: Table, RecordBatch, Array, ChunkedArray, polars DataFrame
+* `arrow_codec`: Table, RecordBatch, Array, ChunkedArray, polars DataFrame, and
+  any object with ``__arrow_c_stream__`` or ``__arrow_c_array__`` (the Arrow
+  PyCapsule interface)
 * `python_codec`: None, bool, int, float, str, bytes, list, tuple, dict
 * `pickle_codec`: anything else (pickle 5, buffers out of band)
 
@@ -30,10 +32,12 @@ import numpy as np
 
 from vineyard.contrib.kedro.errors import LayoutError, UnsupportedValueError, VineyardError
 
+from .buffers import Reader, Writer
+from .dispatch import decode
+from .metadata import NeedsPickle
 from .numpy_codec import encode_ndarray
 from .pickle_codec import encode_pickle
 from .python_codec import encode_python
-from .registry import NeedsPickle, Reader, Writer, decode
 from .signing import current_secret
 
 
@@ -76,6 +80,12 @@ def encode(value: Any, w: Writer) -> dict:
         from .arrow_codec import encode_polars
 
         return encode_polars(value, w)
+    if hasattr(t, "__arrow_c_stream__") or hasattr(t, "__arrow_c_array__"):
+        from .arrow_codec import encode_arrow, from_capsules
+
+        tree = encode_arrow(from_capsules(value), w)
+        if tree is not None:
+            return tree
     tree = encode_python(value, w, encode)
     if tree is not None:
         return tree
@@ -114,7 +124,6 @@ def put_value(client: Any, value: Any, name: str | None = None, persist: bool = 
     except RecursionError as e:
         raise UnsupportedValueError(f"cannot store a {type(value).__qualname__}: nested too deeply") from e
     object_id, replaced, nbytes = client.put(tree, w.buffers, name=name, persist=persist)
-    del w  # the sources may be released only once the core has copied them
     return PutInfo(object_id, nbytes, tree["typename"], replaced)
 
 

@@ -19,6 +19,8 @@ IPC, base64) and the reader casts back, sharing the data buffers.
 | ``pa.ChunkedArray`` | ``vineyard_kedro::ChunkedArray`` ``{type_: base64 schema, __chunks_-size, __chunks_-<i>: array}`` |
 | anything else (dictionary, struct, dates, timestamps, decimals, views, ...) | ``vineyard_kedro::ArrowIPC`` ``{kind_: table/record_batch/array/chunked_array, size_, buffer_: Arrow IPC stream}`` |
 | polars DataFrame | as its Arrow table, plus ``"from_polars": true`` (the official convention) |
+| any other object with ``__arrow_c_stream__`` (DuckDB relations, arro3, nanoarrow, ...) | its stream read into a ``pa.Table`` (a ``pa.ChunkedArray`` for a stream of non-struct arrays), laid out as above |
+| any other object with ``__arrow_c_array__`` | a ``pa.RecordBatch`` (a struct array is a record batch in the PyCapsule interface), else a ``pa.Array``, laid out as above |
 
 Loads are zero-copy: every Arrow buffer is a view of a blob that keeps the
 mapping alive, and IPC streams are read in place. Every array read is
@@ -33,9 +35,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from vineyard.contrib.kedro.errors import UnsupportedValueError
+
 from .arrow_read import decode_arrow_array, decode_ipc
 from .arrow_types import CHUNKED, IPC, LARGE_BINARY, LARGE_STRING, portable, schema_b64, type_b64, widen, widen_schema
-from .registry import EXTRA, Writer
+from .buffers import Writer
+from .metadata import EXTRA
 
 
 # -- encode arrays --------------------------------------------------------------
@@ -49,7 +54,7 @@ def _validity(arr: pa.Array, w: Writer, start: int, n: int) -> dict:
     bitmap = arr.buffers()[0]
     if arr.null_count == 0 or bitmap is None:
         return w.empty()
-    return w.address(bitmap.address + start // 8, _bits(n), keep=bitmap)
+    return w.memory(bitmap.slice(start // 8, _bits(n)))
 
 
 def _offsets(arr: pa.Array, w: Writer, start: int, n: int, large: bool) -> tuple[dict, int, int]:
@@ -85,7 +90,7 @@ def array_tree(arr: pa.Array, w: Writer) -> dict:
         return {
             "typename": "vineyard::BooleanArray",
             **common,
-            "buffer_": w.address(values.address + start // 8, _bits(r + n), keep=values) if n else w.empty(),
+            "buffer_": w.memory(values.slice(start // 8, _bits(r + n))) if n else w.empty(),
             "null_bitmap_": _validity(arr, w, start, r + n),
         }
     if pa.types.is_integer(t) or pa.types.is_floating(t):
@@ -94,7 +99,7 @@ def array_tree(arr: pa.Array, w: Writer) -> dict:
         return {
             "typename": f"vineyard::NumericArray<{t}>",
             **common,
-            "buffer_": w.address(values.address + start * size, (r + n) * size, keep=values) if n else w.empty(),
+            "buffer_": w.memory(values.slice(start * size, (r + n) * size)) if n else w.empty(),
             "null_bitmap_": _validity(arr, w, start, r + n),
         }
     if pa.types.is_fixed_size_binary(t):
@@ -104,7 +109,7 @@ def array_tree(arr: pa.Array, w: Writer) -> dict:
             "typename": "vineyard::FixedSizeBinaryArray",
             **common,
             "byte_width_": width,
-            "buffer_": w.address(values.address + start * width, (r + n) * width, keep=values) if n and width else w.empty(),
+            "buffer_": w.memory(values.slice(start * width, (r + n) * width)) if n and width else w.empty(),
             "null_bitmap_": _validity(arr, w, start, r + n),
         }
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
@@ -116,7 +121,7 @@ def array_tree(arr: pa.Array, w: Writer) -> dict:
             "typename": LARGE_STRING if textual else LARGE_BINARY,
             **common,
             "buffer_offsets_": offsets,
-            "buffer_data_": w.address(data.address + first, last - first, keep=data) if data is not None else w.empty(),
+            "buffer_data_": w.memory(data.slice(first, last - first)) if data is not None else w.empty(),
             "null_bitmap_": _validity(arr, w, start, r + n),
         }
     if pa.types.is_list(t) or pa.types.is_large_list(t):
@@ -223,6 +228,35 @@ def encode_arrow(value: Any, w: Writer) -> dict | None:
     return None
 
 
+def _streams_columns(value: Any) -> bool:
+    """True unless the object says (``__arrow_c_schema__``) that its stream
+    carries non-struct arrays: a stream is read once, so its kind is decided
+    before it is opened."""
+    if not hasattr(type(value), "__arrow_c_schema__"):
+        return True
+    return pa.types.is_struct(pa.DataType._import_from_c_capsule(value.__arrow_c_schema__()))
+
+
+def from_capsules(value: Any) -> Any:
+    """The pyarrow value of an object that speaks the Arrow PyCapsule
+    interface (zero-copy: pyarrow imports the exported buffers), else None.
+    A stream is read whole, as a save stores all of it."""
+    t = type(value)
+    try:
+        if hasattr(t, "__arrow_c_stream__"):
+            return pa.table(value) if _streams_columns(value) else pa.chunked_array(value)
+        if hasattr(t, "__arrow_c_array__"):
+            array = pa.array(value)
+            if pa.types.is_struct(array.type) and array.null_count == 0:
+                return pa.RecordBatch.from_struct_array(array)
+            return array
+    except (TypeError, ValueError, pa.ArrowException) as e:
+        raise UnsupportedValueError(
+            f"cannot store a {t.__module__}.{t.__qualname__} through the Arrow PyCapsule interface: {type(e).__name__}: {e}"
+        ) from e
+    return None
+
+
 def encode_polars(df: Any, w: Writer) -> dict:
     table = df.to_arrow()
     tree = encode_arrow(table, w)
@@ -236,6 +270,7 @@ __all__ = [
     "decode_ipc",
     "encode_arrow",
     "encode_polars",
+    "from_capsules",
     "portable",
     "schema_tree",
     "widen",

@@ -13,9 +13,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from vineyard.contrib.kedro.errors import LayoutError
+
 from .arrow_types import CHUNKED, IPC, LARGE_BINARY, LARGE_STRING, MAX_ITEMS, schema_from_b64, type_from_b64
+from .buffers import Reader
+from .dispatch import decoder
 from .dtypes import safe_dtype, template_arg
-from .registry import EXTRA, LayoutError, Reader, decoder, get_int, member, typename
+from .metadata import EXTRA, get_int, member, typename
 
 
 def _checked(arr: pa.Array, meta: dict) -> pa.Array:

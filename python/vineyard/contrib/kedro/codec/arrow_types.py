@@ -10,7 +10,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from .registry import OURS, LayoutError
+from vineyard.contrib.kedro.errors import LayoutError
+
+from .metadata import OURS
 
 IPC = OURS + "ArrowIPC"
 CHUNKED = OURS + "ChunkedArray"

@@ -28,8 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from vineyard.contrib.kedro.errors import LayoutError
+
 from .dtypes import STRING_TYPES, is_raw, safe_dtype, template_arg
-from .registry import EXTRA, LayoutError, Reader, Writer, decoder, jdump, jload, shape_of, typename
+from .buffers import Reader, Writer
+from .dispatch import decoder
+from .metadata import EXTRA, jdump, jload, shape_of, typename
 
 #: numpy names whose C++ spelling the official client uses in the typename.
 _CPP_NAME = {"int32": "int", "float32": "float", "float64": "double"}

@@ -22,7 +22,11 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from .registry import Reader, UnsupportedValueError, Writer, decoder, get_int
+from vineyard.contrib.kedro.errors import UnsupportedValueError
+
+from .buffers import Reader, Writer
+from .dispatch import decoder
+from .metadata import get_int
 
 TYPENAME = "vineyard::PickleBuffer"
 MAX_BUFFERS = 1 << 20

@@ -26,22 +26,12 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from vineyard.contrib.kedro.errors import LayoutError
+
+from .buffers import Reader, Writer
+from .dispatch import decode, decoder
+from .metadata import OURS, decode_label, exact_label, get_int, jdump, jload, member, parse_id
 from .python_plain import encode_plain, is_plain
-from .registry import (
-    OURS,
-    LayoutError,
-    Reader,
-    Writer,
-    decode,
-    decode_label,
-    decoder,
-    exact_label,
-    get_int,
-    jdump,
-    jload,
-    member,
-    parse_id,
-)
 
 NONE = OURS + "None"
 BYTES = OURS + "Bytes"

@@ -17,7 +17,11 @@ import base64
 import binascii
 from typing import Any
 
-from .registry import OURS, LayoutError, Reader, decoder, jdump, jload
+from vineyard.contrib.kedro.errors import LayoutError
+
+from .buffers import Reader
+from .dispatch import decoder
+from .metadata import OURS, jdump, jload
 
 PLAIN = OURS + "Plain"
 MAX_ITEMS = 256

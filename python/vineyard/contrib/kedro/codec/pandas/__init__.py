@@ -9,7 +9,7 @@ the ones before them (no import cycles)::
 
 Where the layouts nest the other way (a categorical's categories are an
 Index), the recursion goes through a parameter (`arrays.encode_values` takes
-`index.index_tree`) or the registry's dispatch by typename (decoders).
+`index.index_tree`) or `dispatch` by typename (decoders).
 Importing this package registers every pandas decoder.
 """
 
@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..registry import Encoder, Writer
+from ..buffers import Writer
+from ..dispatch import Encoder
 from .frame import dataframe_tree, decode_dataframe, decode_series, series_tree
 from .index import decode_index, index_tree
 from .wide import decode_wide, is_wide, wide_tree

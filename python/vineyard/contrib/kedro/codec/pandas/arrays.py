@@ -21,11 +21,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from vineyard.contrib.kedro.errors import LayoutError
+
 from ..arrow_codec import array_tree, decode_arrow_array, encode_arrow
+from ..buffers import Reader, Writer
+from ..dispatch import Encoder, decode, decoder
 from ..dtypes import is_raw
+from ..metadata import EXTRA, OURS, jdump, jload, member, typename
 from ..numpy_codec import decode_raw_tensor, object_tensor_tree, tensor_tree
 from ..pickle_codec import encode_pickle
-from ..registry import EXTRA, OURS, Encoder, LayoutError, Reader, Writer, decode, decoder, jdump, jload, member, typename
 from ..timezones import tz_from_spec, tz_spec
 
 MASKED = OURS + "MaskedArray"
@@ -208,7 +212,7 @@ def decode_masked(meta: dict, r: Reader) -> Any:
 @decoder(CATEGORICAL)
 def decode_categorical(meta: dict, r: Reader) -> pd.Categorical:
     codes = decode_raw_tensor(member(meta, "codes_"), r)
-    # The categories are an index layout, read through the registry (the
+    # The categories are an index layout, read through `dispatch` (the
     # index module, which registers them, is built on this one).
     categories = decode(member(meta, "categories_"), r)
     if not isinstance(categories, pd.Index):

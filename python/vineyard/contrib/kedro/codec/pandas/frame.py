@@ -31,25 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..registry import (
-    EXTRA,
-    Encoder,
-    LayoutError,
-    Reader,
-    Writer,
-    decode,
-    decode_label,
-    decoder,
-    get_int,
-    get_name,
-    is_plain,
-    jdump,
-    jload,
-    member,
-    plain_label,
-    put_name,
-    typename,
-)
+from vineyard.contrib.kedro.errors import LayoutError
+
+from ..buffers import Reader, Writer
+from ..dispatch import Encoder, decode, decoder
+from ..metadata import EXTRA, decode_label, get_int, get_name, is_plain, jdump, jload, member, plain_label, put_name, typename
 from .arrays import decode_values, encode_values
 from .blocks import column_values, frame_from_blocks
 from .index import INDEX, MULTI, OUR_INDEX, decode_index, index_tree

@@ -20,28 +20,13 @@ import pickle
 import numpy as np
 import pandas as pd
 
+from vineyard.contrib.kedro.errors import LayoutError
+
+from ..buffers import Reader, Writer
+from ..dispatch import decode, decoder
 from ..dtypes import is_raw
+from ..metadata import EXTRA, OURS, decode_label, exact_label, get_int, get_name, is_plain, jdump, jload, member, plain_label, put_name, typename
 from ..numpy_codec import tensor_tree
-from ..registry import (
-    EXTRA,
-    OURS,
-    LayoutError,
-    Reader,
-    Writer,
-    decode,
-    decode_label,
-    decoder,
-    exact_label,
-    get_int,
-    get_name,
-    is_plain,
-    jdump,
-    jload,
-    member,
-    plain_label,
-    put_name,
-    typename,
-)
 from .arrays import decode_values, encode_values
 
 INDEX = "vineyard::Index"

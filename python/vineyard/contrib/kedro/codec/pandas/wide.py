@@ -29,9 +29,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vineyard.contrib.kedro.errors import LayoutError
+
+from ..buffers import Reader, Writer
+from ..dispatch import Encoder, decode, decoder
 from ..dtypes import is_raw
+from ..metadata import OURS, get_int, jdump, jload, member
 from ..numpy_codec import tensor_tree
-from ..registry import OURS, Encoder, LayoutError, Reader, Writer, decode, decoder, get_int, jdump, jload, member
 from .arrays import decode_values, encode_values
 from .blocks import column_values, frame_from_blocks
 from .frame import apply_extras, frame_tail
