@@ -12,6 +12,11 @@
 * store size: the save+load pair of one tiny dict under one name (each save
   replaces, so deletes the previous value) with 0, 10,000 and 100,000 other
   named objects in the store: the cost of a pair should not grow with them.
+  Two pairs: one under a name in a run's private namespace, as the runners'
+  datasets save and load (`private`), and one under a name any process may
+  move, which asks vineyardd what the name points to on every save and load;
+  with the time of that request alone (a `get_name`), whose cost in vineyardd
+  0.24.2 grows with the names in the store.
 """
 
 from __future__ import annotations
@@ -137,25 +142,38 @@ def tiny_objects(n: int, reps: int, ctx: dict) -> list[dict]:
     return out
 
 
-def _pairs(client: Any, n: int) -> tuple[list[float], bool]:
+def _pairs(client: Any, n: int, name: str, private: bool) -> tuple[list[float], bool]:
+    from vineyard.contrib.kedro.codec import get_value, put_value
+
     make = builders()["tiny_value"]
-    c = Ours(client, "bench/store-size/pair")
     times, ok = [], True
     for i in range(n):
         v = make("dict", i)
         t = time.perf_counter()
-        c.save(v)
-        back = c.load()
+        put_value(client, v, name=name, private=private)
+        back = get_value(client, name=name, private=private)
         times.append(time.perf_counter() - t)
         ok = ok and equal(back, v)[1]
         del back
     return times, ok
 
 
+def _lookups(client: Any, n: int, name: str) -> list[float]:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        client.resolve(name)
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def store_size(others: list[int], pairs: int) -> list[dict]:
     """Median save+load pair with `others` other named objects in the store
     (tiny dicts, named as datasets are), on a vineyardd of its own (dropped
-    at the end with all the fillers)."""
+    at the end with all the fillers): under a name of a run's private
+    namespace (`pair`, what the runners do) and under a shared name
+    (`shared`), whose save and load each ask vineyardd for the name
+    (`get_name`, timed alone)."""
     from vineyard.contrib.kedro import _core
     from vineyard.contrib.kedro.codec import put_value
 
@@ -171,14 +189,34 @@ def store_size(others: list[int], pairs: int) -> list[dict]:
                 # the name's old object, which costs more the more names there are.
                 client.put_name(put_value(client, make("dict", have)).id, f"bench/others/{have}")
                 have += 1
-            times, ok = _pairs(client, pairs)
-            out.append({"label": f"pair, {n} other objects", "others": n, "pairs": pairs, "pair": stats(times), "equal": ok})
+            private, shared = f"bench-run-{n}/pair", f"bench/store-size/{n}"
+            p_times, s_times, ok = [], [], True
+            # Alternated in chunks, so that load on the host hits both alike.
+            for _ in range(10):
+                t, o = _pairs(client, pairs // 10, private, True)
+                p_times += t
+                t, o2 = _pairs(client, pairs // 10, shared, False)
+                s_times += t
+                ok = ok and o and o2
+            out.append(
+                {
+                    "label": f"pair, {n} other objects",
+                    "others": n,
+                    "pairs": pairs,
+                    "pair": stats(p_times),
+                    "shared": stats(s_times),
+                    "get_name": stats(_lookups(client, pairs, shared)),
+                    "equal": ok,
+                }
+            )
     finally:
         client.close(abandon=True)
         server.kill()
-    base = next((r["pair"]["median"] for r in out if r["others"] == 0), None)
+    base = next((r for r in out if r["others"] == 0), None)
     for r in out:
-        r["vs_empty"] = r["pair"]["median"] / base if base else None
+        for key in ("pair", "shared", "get_name"):
+            r[f"{key}_vs_empty"] = r[key]["median"] / base[key]["median"] if base else None
+        r["vs_empty"] = r["pair_vs_empty"]
     return out
 
 

@@ -229,6 +229,7 @@ impl PyClient {
             st.live.clear();
             st.held.clear();
             st.retired.clear();
+            st.own_names.clear();
             st.pid = std::process::id();
         }
         st
@@ -339,6 +340,7 @@ impl PyClient {
             live: HashMap::new(),
             held: HashMap::new(),
             retired: Vec::new(),
+            own_names: HashMap::new(),
         }));
         let released = Arc::new(Released {
             blobs: Mutex::new(Vec::new()),
@@ -368,7 +370,14 @@ impl PyClient {
     /// `buffers[i]`) as one object. Returns `(id, replaced_id_or_None, nbytes)`.
     /// The object that `name` pointed to before is deleted (retired while
     /// any process maps it).
-    #[pyo3(signature = (tree, buffers, name = None, persist = true))]
+    ///
+    /// `private`: `name` is in a run's private namespace, which only this
+    /// run writes, each name from one process (Kedro runs a dataset's
+    /// producer once). The object the name points to is then the one this
+    /// process last saved under it, or none: the put does not ask vineyardd
+    /// (see `Client::persist_and_rename`), and loads of the name in this
+    /// process start from the object saved.
+    #[pyo3(signature = (tree, buffers, name = None, persist = true, private = false))]
     fn put(
         &self,
         py: Python<'_>,
@@ -376,18 +385,28 @@ impl PyClient {
         buffers: Vec<Bound<'_, PyAny>>,
         name: Option<String>,
         persist: bool,
+        private: bool,
     ) -> PyResult<(u64, Option<u64>, u64)> {
         let tree = to_json(tree)?;
         let sources = buffers
             .iter()
             .map(source_of)
             .collect::<PyResult<Vec<_>>>()?;
-        let opts = PutOptions { persist, name };
         // `buffers` stays alive (and referenced) until we return.
         let res = self.with(py, move |st| {
+            let private = private.then_some(name.as_ref()).flatten().cloned();
+            let previous = private.as_ref().map(|n| st.own_names.get(n).copied());
+            let opts = PutOptions {
+                persist,
+                name,
+                previous,
+            };
             // SAFETY: every source points into a Python object held by `buffers`
             // for the whole call (bytes are immutable; arrays are the caller's).
             let r = unsafe { store::put(client(st)?, &tree, &sources, &opts) }?;
+            if let Some(n) = private {
+                st.own_names.insert(n, r.id);
+            }
             if let Some(old) = r.replaced {
                 delete_ids(st, &[old], false)?;
             }
@@ -397,25 +416,42 @@ impl PyClient {
     }
 
     /// Loads an object: `(id, meta_dict, {blob_id: Blob})`. Objects held by
-    /// another instance are migrated first.
-    #[pyo3(signature = (id = None, name = None))]
+    /// another instance are migrated first. `private`: `name` is in a run's
+    /// private namespace (see `put`); the object this process saved under
+    /// it, if it still exists and is not retired, is what the name points
+    /// to, and vineyardd is asked only otherwise.
+    #[pyo3(signature = (id = None, name = None, private = false))]
     fn get<'py>(
         &self,
         py: Python<'py>,
         id: Option<u64>,
         name: Option<String>,
+        private: bool,
     ) -> PyResult<(u64, Bound<'py, PyAny>, Bound<'py, PyDict>)> {
         let released = self.released.clone();
         let fetched = self.with(py, move |st| {
+            let mut saved = match (id, &name) {
+                (None, Some(n)) if private => st.own_names.get(n).copied(),
+                _ => None,
+            };
             // A name moved by a concurrent save may point at an object that
-            // is retired or freed by the time it is mapped: look again.
-            let mut attempts = 0;
+            // is retired or freed by the time it is mapped: look again (the
+            // object this process saved, if it is gone, is not an attempt).
+            let mut attempts = if saved.is_some() { -1 } else { 0 };
             let f = loop {
                 attempts += 1;
-                let id = match (id, &name) {
-                    (Some(id), _) => oid(id),
-                    (None, Some(n)) => client(st)?.get_name(n, false)?,
-                    (None, None) => return Err(Error::Usage("get needs an id or a name".into())),
+                let id = match (id, &name, saved.take()) {
+                    (Some(id), _, _) => oid(id),
+                    (None, Some(_), Some(mine)) => mine,
+                    (None, Some(n), None) => {
+                        if private {
+                            st.own_names.remove(n);
+                        }
+                        client(st)?.get_name(n, false)?
+                    }
+                    (None, None, _) => {
+                        return Err(Error::Usage("get needs an id or a name".into()))
+                    }
                 };
                 let gone = |st: &State| Error::NotFound {
                     socket: st
@@ -493,10 +529,21 @@ impl PyClient {
         to_py(py, &meta.into_value())
     }
 
-    /// Resolves a name to an object id, or None.
-    fn resolve(&self, py: Python<'_>, name: String) -> PyResult<Option<u64>> {
-        self.with(py, move |st| client(st)?.try_get_name(&name))
-            .map(|o| o.map(ObjectId::value))
+    /// Resolves a name to an object id, or None. `private`: `name` is in a
+    /// run's private namespace (see `put`): the object this process saved
+    /// under it, while it exists.
+    #[pyo3(signature = (name, private = false))]
+    fn resolve(&self, py: Python<'_>, name: String, private: bool) -> PyResult<Option<u64>> {
+        self.with(py, move |st| {
+            if let Some(mine) = st.own_names.get(&name).copied().filter(|_| private) {
+                if client(st)?.exists(mine)? {
+                    return Ok(Some(mine));
+                }
+                st.own_names.remove(&name);
+            }
+            client(st)?.try_get_name(&name)
+        })
+        .map(|o| o.map(ObjectId::value))
     }
 
     /// Names a (persisted) object.
@@ -506,7 +553,10 @@ impl PyClient {
 
     /// Removes a name (missing names are fine).
     fn drop_name(&self, py: Python<'_>, name: String) -> PyResult<()> {
-        self.with(py, move |st| client(st)?.drop_name(&name))
+        self.with(py, move |st| {
+            st.own_names.remove(&name);
+            client(st)?.drop_name(&name)
+        })
     }
 
     /// `[(name, id)]` of names matching a glob.
@@ -563,6 +613,7 @@ impl PyClient {
     /// retiring those still mapped. Returns their ids, sorted.
     fn delete_namespace(&self, py: Python<'_>, prefix: String) -> PyResult<Vec<u64>> {
         self.with(py, move |st| {
+            st.own_names.retain(|n, _| !n.starts_with(&prefix));
             let done = crate::lease::delete_namespace(client(st)?, &prefix)?;
             note_retired(st, &done.outcome);
             Ok(done.ids().into_iter().map(ObjectId::value).collect())

@@ -128,6 +128,12 @@ class VineyardDataset(AbstractDataset):
         self._stats_sink: tuple[str, int] | None = None
         # Set by the runners with keep_objects: Kedro's releases keep the object.
         self._keep = False
+        # Set by the runners in the fresh namespace of a run: only this
+        # dataset's producer saves the name, once, so a save need not ask
+        # vineyardd what the name pointed to, and a load in the producer's
+        # process starts from the object it saved (vineyardd's name lookups
+        # slow down with every name in the store).
+        self._run_private = False
 
     # Kedro aliases _load/_save to load/save (and wraps them with logging and
     # DatasetError); instances pickle as plain configuration, since clients
@@ -168,7 +174,10 @@ class VineyardDataset(AbstractDataset):
         start = time.perf_counter()
         try:
             value = get_value(
-                _connection.client_for(socket), name=self.object_name, allow_unsigned_pickle=self.allow_unsigned_pickle
+                _connection.client_for(socket),
+                name=self.object_name,
+                allow_unsigned_pickle=self.allow_unsigned_pickle,
+                private=self._run_private,
             )
         except ObjectNotFoundError as exc:
             raise DatasetError(
@@ -190,7 +199,9 @@ class VineyardDataset(AbstractDataset):
         socket, origin = self._socket()
         start = time.perf_counter()
         try:
-            info = put_value(_connection.client_for(socket), data, name=self.object_name, persist=True)
+            info = put_value(
+                _connection.client_for(socket), data, name=self.object_name, persist=True, private=self._run_private
+            )
         except VineyardError as exc:
             raise self._fail(f"saving a {type(data).__module__}.{type(data).__qualname__} to", socket, origin, exc) from exc
         except Exception as exc:  # an unpicklable value, a broken __reduce__, ...
@@ -206,7 +217,7 @@ class VineyardDataset(AbstractDataset):
     def _exists(self) -> bool:
         socket, origin = self._socket()
         try:
-            return _connection.client_for(socket).resolve(self.object_name) is not None
+            return _connection.client_for(socket).resolve(self.object_name, private=self._run_private) is not None
         except VineyardError as exc:
             raise self._fail("checking", socket, origin, exc) from exc
 
@@ -216,7 +227,7 @@ class VineyardDataset(AbstractDataset):
         socket, origin = self._socket()
         try:
             c = _connection.client_for(socket)
-            object_id = c.resolve(self.object_name)
+            object_id = c.resolve(self.object_name, private=self._run_private)
             if object_id is not None:
                 c.drop_name(self.object_name)
                 c.delete([object_id])

@@ -140,6 +140,8 @@ class VineyardRun:
         dataset = VineyardDataset(ds_name=name, vineyard_ipc_socket=self.socket, namespace=self.namespace)
         dataset._EPHEMERAL = True  # noqa: SLF001 - Kedro's own flag, read by its resume logic
         dataset._keep = self.keep
+        # A fresh namespace: no name in it existed before this run.
+        dataset._run_private = self.owns_namespace and not self.resuming
         if self._stats_dir is None:
             self._stats_dir = tempfile.mkdtemp(prefix="vineyard-kedro-stats-")
         dataset._stats_sink = (os.path.join(self._stats_dir, "workers"), os.getpid())
