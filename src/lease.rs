@@ -52,7 +52,8 @@ use crate::object::{ObjectId, ObjectMeta};
 /// layouts and ours, which is everything this package stores or deletes.
 /// Listing every object would expand objects of any other typename, and
 /// vineyardd 0.24.2 crashes expanding an object that is its own member, or
-/// takes minutes on very deep trees (see `cli::store::orphan_blobs`).
+/// takes minutes on very deep trees (`gc --orphans` lists its blobs without
+/// expanding anything: see `cli::store::orphan_blobs`).
 const OUR_TYPENAMES: &str = "vineyard(_kedro)?::.*";
 
 /// The label a deleter puts on an object it could not free yet.
