@@ -418,20 +418,22 @@ impl PyClient {
     /// Loads an object: `(id, meta_dict, {blob_id: Blob})`. Objects held by
     /// another instance are migrated first. `private`: `name` is in a run's
     /// private namespace (see `put`); the object this process saved under
-    /// it, if it still exists and is not retired, is what the name points
-    /// to, and vineyardd is asked only otherwise.
-    #[pyo3(signature = (id = None, name = None, private = false))]
+    /// it, else `saved` (the id its producer recorded for the run), if it
+    /// still exists and is not retired, is what the name points to, and
+    /// vineyardd is asked only otherwise.
+    #[pyo3(signature = (id = None, name = None, private = false, saved = None))]
     fn get<'py>(
         &self,
         py: Python<'py>,
         id: Option<u64>,
         name: Option<String>,
         private: bool,
+        saved: Option<u64>,
     ) -> PyResult<(u64, Bound<'py, PyAny>, Bound<'py, PyDict>)> {
         let released = self.released.clone();
         let fetched = self.with(py, move |st| {
             let mut saved = match (id, &name) {
-                (None, Some(n)) if private => st.own_names.get(n).copied(),
+                (None, Some(n)) if private => st.own_names.get(n).copied().or(saved.map(oid)),
                 _ => None,
             };
             // A name moved by a concurrent save may point at an object that
@@ -531,12 +533,20 @@ impl PyClient {
 
     /// Resolves a name to an object id, or None. `private`: `name` is in a
     /// run's private namespace (see `put`): the object this process saved
-    /// under it, while it exists.
-    #[pyo3(signature = (name, private = false))]
-    fn resolve(&self, py: Python<'_>, name: String, private: bool) -> PyResult<Option<u64>> {
+    /// under it, else `saved` (see `get`), while it exists and is not retired.
+    #[pyo3(signature = (name, private = false, saved = None))]
+    fn resolve(
+        &self,
+        py: Python<'_>,
+        name: String,
+        private: bool,
+        saved: Option<u64>,
+    ) -> PyResult<Option<u64>> {
         self.with(py, move |st| {
-            if let Some(mine) = st.own_names.get(&name).copied().filter(|_| private) {
-                if client(st)?.exists(mine)? {
+            let known = st.own_names.get(&name).copied().or(saved.map(oid));
+            if let Some(mine) = known.filter(|_| private) {
+                // Retired: a later save moved the name elsewhere.
+                if crate::lease::confirm(client(st)?, mine)? {
                     return Ok(Some(mine));
                 }
                 st.own_names.remove(&name);

@@ -103,3 +103,39 @@ def test_only_a_fresh_run_namespace_is_private(vineyardd, monkeypatch):
     catalog = DataCatalog()
     with VineyardRun(p, catalog, "explicit", socket=vineyardd.socket):
         assert _dataset(catalog, "a")._run_private is False
+
+
+def test_an_id_recorded_by_the_producer_serves_other_processes_until_the_name_moves(store):
+    """ParallelRunner: the producer's worker records the id it saved; the
+    consumers' workers and the main process (which releases) start from it."""
+    server, producer = store
+    consumer = _core.Client(server.socket)  # another process: nothing saved there
+    try:
+        first = put_value(producer, np.full(10, 1.0), name=NAME, private=True).id
+        assert (get_value(consumer, name=NAME, private=True, saved=first) == 1.0).all()
+        assert consumer.resolve(NAME, private=True, saved=first) == first
+        second = put_value(producer, np.full(10, 2.0), name=NAME, private=True).id
+        # A stale record (its object freed, or retired while still viewed): the name wins.
+        assert (get_value(consumer, name=NAME, private=True, saved=first) == 2.0).all()
+        assert consumer.resolve(NAME, private=True, saved=first) == second
+    finally:
+        consumer.close()
+
+
+def test_a_runs_datasets_record_their_saves_for_the_runs_other_processes(vineyardd, monkeypatch):
+    """What a ParallelRunner worker gets is a pickled copy of the dataset: it
+    finds the id the producer's worker recorded in the run's directory."""
+    import pickle
+
+    monkeypatch.delenv(_connection.ENV_NAMESPACE, raising=False)
+    p = pipeline([node(lambda: 1, None, "a", name="make"), node(lambda a: a, "a", "b", name="use")])
+    catalog = DataCatalog()
+    with VineyardRun(p, catalog, "recorded", socket=vineyardd.socket):
+        producer = _dataset(catalog, "a")
+        producer.save(np.arange(5))
+        copy = pickle.loads(pickle.dumps(producer))
+        oid = _core.Client(vineyardd.socket).resolve(producer.object_name)
+        assert copy._recorded() == oid
+        assert (copy.load() == np.arange(5)).all()
+        copy.release()
+        assert not producer.exists()

@@ -126,6 +126,7 @@ def get_value(
     name: str | None = None,
     allow_unsigned_pickle: bool = False,
     private: bool = False,
+    saved: int | None = None,
 ) -> Any:
     """Loads the object with this id (or name) and rebuilds its value.
 
@@ -133,10 +134,11 @@ def get_value(
     when the object's metadata does not describe a valid value of its type;
     with a secret configured, `UnsignedPickleError` (a `LayoutError`) for a
     pickle without a valid signature unless `allow_unsigned_pickle`.
-    `private`: the name is in a run's private namespace (`Client.get`).
+    `private`: the name is in a run's private namespace, `saved` the id its
+    producer recorded (`Client.get`).
     """
     secret = current_secret()
-    _, meta, blobs = client.get(id=id, name=name, private=private)
+    _, meta, blobs = client.get(id=id, name=name, private=private, saved=saved)
     return decode_meta(meta, blobs, secret, allow_unsigned_pickle)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -165,6 +166,33 @@ class VineyardDataset(AbstractDataset):
             where += " (the embedded vineyardd died during the run)"
         return DatasetError(f"Failed while {action} '{self.object_name}' in {where}: {exc}")
 
+    def _saved_id_path(self) -> str | None:
+        if not self._run_private or self._saved_ids is None:
+            return None
+        return os.path.join(self._saved_ids, hashlib.sha256(self.object_name.encode()).hexdigest())
+
+    def _record_saved(self, object_id: int) -> None:
+        path = self._saved_id_path()
+        if path is None:
+            return
+        try:
+            tmp = f"{path}.{os.getpid()}"
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(str(object_id))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # the other processes ask vineyardd instead
+
+    def _recorded(self) -> int | None:
+        path = self._saved_id_path()
+        if path is None:
+            return None
+        try:
+            with open(path, encoding="ascii") as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return None
+
     # -- Kedro dataset API -----------------------------------------------------
 
     def _load(self) -> Any:
@@ -178,6 +206,7 @@ class VineyardDataset(AbstractDataset):
                 name=self.object_name,
                 allow_unsigned_pickle=self.allow_unsigned_pickle,
                 private=self._run_private,
+                saved=self._recorded(),
             )
         except ObjectNotFoundError as exc:
             raise DatasetError(
@@ -202,6 +231,7 @@ class VineyardDataset(AbstractDataset):
             info = put_value(
                 _connection.client_for(socket), data, name=self.object_name, persist=True, private=self._run_private
             )
+            self._record_saved(info.id)
         except VineyardError as exc:
             raise self._fail(f"saving a {type(data).__module__}.{type(data).__qualname__} to", socket, origin, exc) from exc
         except Exception as exc:  # an unpicklable value, a broken __reduce__, ...
@@ -217,7 +247,8 @@ class VineyardDataset(AbstractDataset):
     def _exists(self) -> bool:
         socket, origin = self._socket()
         try:
-            return _connection.client_for(socket).resolve(self.object_name, private=self._run_private) is not None
+            client = _connection.client_for(socket)
+            return client.resolve(self.object_name, private=self._run_private, saved=self._recorded()) is not None
         except VineyardError as exc:
             raise self._fail("checking", socket, origin, exc) from exc
 
@@ -227,7 +258,7 @@ class VineyardDataset(AbstractDataset):
         socket, origin = self._socket()
         try:
             c = _connection.client_for(socket)
-            object_id = c.resolve(self.object_name, private=self._run_private)
+            object_id = c.resolve(self.object_name, private=self._run_private, saved=self._recorded())
             if object_id is not None:
                 c.drop_name(self.object_name)
                 c.delete([object_id])

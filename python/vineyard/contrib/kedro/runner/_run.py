@@ -144,7 +144,9 @@ class VineyardRun:
         dataset._run_private = self.owns_namespace and not self.resuming
         if self._stats_dir is None:
             self._stats_dir = tempfile.mkdtemp(prefix="vineyard-kedro-stats-")
+            os.mkdir(os.path.join(self._stats_dir, "saved"), 0o700)
         dataset._stats_sink = (os.path.join(self._stats_dir, "workers"), os.getpid())
+        dataset._saved_ids = os.path.join(self._stats_dir, "saved")
         return dataset
 
     def _add_dataset(self, name: str) -> None:
