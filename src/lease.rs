@@ -283,8 +283,9 @@ pub fn sweep(client: &mut Client) -> Result<Outcome> {
 }
 
 /// Objects whose save failed after they were created: a root carrying
-/// [`SAVED_AS_KEY`] that no name points to, that is not retired, and none
-/// of whose blobs a live connection holds. Lists the store twice.
+/// [`SAVED_AS_KEY`] that no name points to (nor to an object of the same
+/// signature: a migrated copy's original), that is not retired, and none of
+/// whose blobs a live connection holds. Lists the store twice.
 ///
 /// A save under way holds its seal references until the request that names
 /// the object, and releases them right after it, so an object that is not
@@ -299,11 +300,25 @@ pub fn abandoned(client: &mut Client) -> Result<Vec<(ObjectId, ObjectMeta)>> {
             .collect())
     };
     let named = names(client)?;
-    let candidates: Vec<(ObjectId, ObjectMeta)> = client
-        .list_data(OUR_TYPENAMES, true, LIST_LIMIT)?
+    let listed = client.list_data(OUR_TYPENAMES, true, LIST_LIMIT)?;
+    // In a cluster, a migrated copy carries its original's fields (the
+    // saved-as one too) and signature, and no name of its own: while its
+    // original is named, it is no failed save.
+    let named_signatures: HashSet<u64> = listed
+        .iter()
+        .filter(|(id, _)| named.contains(id))
+        .filter_map(|(_, m)| m.get_u64("signature"))
+        .collect();
+    let candidates: Vec<(ObjectId, ObjectMeta)> = listed
         .into_iter()
         .filter(|(id, m)| {
-            !id.is_blob() && m.get(SAVED_AS_KEY).is_some() && !named.contains(id) && !is_retired(m)
+            !id.is_blob()
+                && m.get(SAVED_AS_KEY).is_some()
+                && !named.contains(id)
+                && !is_retired(m)
+                && !m
+                    .get_u64("signature")
+                    .is_some_and(|s| named_signatures.contains(&s))
         })
         .collect();
     if candidates.is_empty() {
