@@ -135,6 +135,10 @@ class VineyardDataset(AbstractDataset):
         # process starts from the object it saved (vineyardd's name lookups
         # slow down with every name in the store).
         self._run_private = False
+        # Set with it: the run's directory where a save records the id it
+        # made, for the loads and the release in the run's other processes
+        # (ParallelRunner's workers, its main process).
+        self._saved_ids: str | None = None
 
     # Kedro aliases _load/_save to load/save (and wraps them with logging and
     # DatasetError); instances pickle as plain configuration, since clients
