@@ -16,7 +16,8 @@
   datasets save and load (`private`), and one under a name any process may
   move, which asks vineyardd what the name points to on every save and load;
   with the time of that request alone (a `get_name`), whose cost in vineyardd
-  0.24.2 grows with the names in the store.
+  0.24.2 grows with the names in the store. Each row alternates with the same
+  pairs on an empty vineyardd, and compares the two.
 """
 
 from __future__ import annotations
@@ -169,17 +170,19 @@ def _lookups(client: Any, n: int, name: str) -> list[float]:
 
 def store_size(others: list[int], pairs: int) -> list[dict]:
     """Median save+load pair with `others` other named objects in the store
-    (tiny dicts, named as datasets are), on a vineyardd of its own (dropped
-    at the end with all the fillers): under a name of a run's private
+    (tiny dicts, named as datasets are): under a name of a run's private
     namespace (`pair`, what the runners do) and under a shared name
     (`shared`), whose save and load each ask vineyardd for the name
-    (`get_name`, timed alone)."""
+    (`get_name`, timed alone). Each row alternates, in small chunks, with the
+    same pairs on a second vineyardd that stays empty, so that a loaded host
+    slows both alike: `*_vs_empty` compares the two (the 0 row: two empty
+    stores, the noise floor). Both vineyardds are dropped at the end."""
     from vineyard.contrib.kedro import _core
     from vineyard.contrib.kedro.codec import put_value
 
     make = builders()["tiny_value"]
-    server = _core.Server(size="2Gi")
-    client = _core.Client(server.socket)
+    servers = [_core.Server(size="1Gi"), _core.Server(size="2Gi")]
+    empty, full = (_core.Client(s.socket) for s in servers)
     out, have = [], 0
     try:
         for n in sorted(others):
@@ -187,36 +190,33 @@ def store_size(others: list[int], pairs: int) -> list[dict]:
             while have < n:
                 # Unnamed put, then the name: a named put asks vineyardd for
                 # the name's old object, which costs more the more names there are.
-                client.put_name(put_value(client, make("dict", have)).id, f"bench/others/{have}")
+                full.put_name(put_value(full, make("dict", have)).id, f"bench/others/{have}")
                 have += 1
             private, shared = f"bench-run-{n}/pair", f"bench/store-size/{n}"
-            p_times, s_times, ok = [], [], True
-            # Alternated in chunks, so that load on the host hits both alike.
-            for _ in range(10):
-                t, o = _pairs(client, pairs // 10, private, True)
-                p_times += t
-                t, o2 = _pairs(client, pairs // 10, shared, False)
-                s_times += t
-                ok = ok and o and o2
-            out.append(
-                {
-                    "label": f"pair, {n} other objects",
-                    "others": n,
-                    "pairs": pairs,
-                    "pair": stats(p_times),
-                    "shared": stats(s_times),
-                    "get_name": stats(_lookups(client, pairs, shared)),
-                    "equal": ok,
-                }
-            )
+            times: dict[str, list[float]] = {k: [] for k in ("pair", "shared", "get_name")}
+            base: dict[str, list[float]] = {k: [] for k in times}
+            ok = True
+            for chunk in range(10):
+                both = [(empty, base), (full, times)]
+                for c, into in both if chunk % 2 == 0 else both[::-1]:
+                    t, o = _pairs(c, pairs // 10, private, True)
+                    into["pair"] += t
+                    t, o2 = _pairs(c, pairs // 10, shared, False)
+                    into["shared"] += t
+                    into["get_name"] += _lookups(c, pairs // 10, shared)
+                    ok = ok and o and o2
+            rec: dict[str, Any] = {"label": f"pair, {n} other objects", "others": n, "pairs": pairs, "equal": ok}
+            for key in times:
+                rec[key] = stats(times[key])
+                rec[f"empty_{key}"] = stats(base[key])
+                rec[f"{key}_vs_empty"] = rec[key]["median"] / rec[f"empty_{key}"]["median"]
+            rec["vs_empty"] = rec["pair_vs_empty"]
+            out.append(rec)
     finally:
-        client.close(abandon=True)
-        server.kill()
-    base = next((r for r in out if r["others"] == 0), None)
-    for r in out:
-        for key in ("pair", "shared", "get_name"):
-            r[f"{key}_vs_empty"] = r[key]["median"] / base[key]["median"] if base else None
-        r["vs_empty"] = r["pair_vs_empty"]
+        for c in (empty, full):
+            c.close(abandon=True)
+        for s in servers:
+            s.kill()
     return out
 
 
