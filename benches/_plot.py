@@ -168,15 +168,28 @@ def scaling_tables(s: dict, md: bool = False) -> str:
         [
             f"{r['others']:,}",
             _span(r["pair"]),
-            f"{r['vs_empty']:.2f}x" if r.get("vs_empty") else "",
+            f"{r['pair_vs_empty']:.2f}x",
+            _span(r["shared"]),
+            f"{r['shared_vs_empty']:.2f}x",
+            _span(r["get_name"]),
+            f"{r['get_name_vs_empty']:.0f}x",
             "yes" if r["equal"] else "NO",
         ]
         for r in s.get("store_size", [])
+        if "empty_pair" in r
     ]
     if rows:
-        parts.append(
-            _table(["other objects in the store", "save+load pair (one name, saved over)", "vs empty", "equal"], rows, md)
-        )
+        head = [
+            "other named objects",
+            "pair, run's namespace",
+            "vs empty store",
+            "pair, shared name",
+            "vs empty store",
+            "get_name alone",
+            "vs empty store",
+            "equal",
+        ]
+        parts.append(_table(head, rows, md))
     return "\n\n".join(parts)
 
 

@@ -12,6 +12,12 @@
 * store size: the save+load pair of one tiny dict under one name (each save
   replaces, so deletes the previous value) with 0, 10,000 and 100,000 other
   named objects in the store: the cost of a pair should not grow with them.
+  Two pairs: one under a name in a run's private namespace, as the runners'
+  datasets save and load (`private`), and one under a name any process may
+  move, which asks vineyardd what the name points to on every save and load;
+  with the time of that request alone (a `get_name`), whose cost in vineyardd
+  0.24.2 grows with the names in the store. Each row alternates with the same
+  pairs on an empty vineyardd, and compares the two.
 """
 
 from __future__ import annotations
@@ -137,31 +143,46 @@ def tiny_objects(n: int, reps: int, ctx: dict) -> list[dict]:
     return out
 
 
-def _pairs(client: Any, n: int) -> tuple[list[float], bool]:
+def _pairs(client: Any, n: int, name: str, private: bool) -> tuple[list[float], bool]:
+    from vineyard.contrib.kedro.codec import get_value, put_value
+
     make = builders()["tiny_value"]
-    c = Ours(client, "bench/store-size/pair")
     times, ok = [], True
     for i in range(n):
         v = make("dict", i)
         t = time.perf_counter()
-        c.save(v)
-        back = c.load()
+        put_value(client, v, name=name, private=private)
+        back = get_value(client, name=name, private=private)
         times.append(time.perf_counter() - t)
         ok = ok and equal(back, v)[1]
         del back
     return times, ok
 
 
+def _lookups(client: Any, n: int, name: str) -> list[float]:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        client.resolve(name)
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def store_size(others: list[int], pairs: int) -> list[dict]:
     """Median save+load pair with `others` other named objects in the store
-    (tiny dicts, named as datasets are), on a vineyardd of its own (dropped
-    at the end with all the fillers)."""
+    (tiny dicts, named as datasets are): under a name of a run's private
+    namespace (`pair`, what the runners do) and under a shared name
+    (`shared`), whose save and load each ask vineyardd for the name
+    (`get_name`, timed alone). Each row alternates, in small chunks, with the
+    same pairs on a second vineyardd that stays empty, so that a loaded host
+    slows both alike: `*_vs_empty` compares the two (the 0 row: two empty
+    stores, the noise floor). Both vineyardds are dropped at the end."""
     from vineyard.contrib.kedro import _core
     from vineyard.contrib.kedro.codec import put_value
 
     make = builders()["tiny_value"]
-    server = _core.Server(size="2Gi")
-    client = _core.Client(server.socket)
+    servers = [_core.Server(size="1Gi"), _core.Server(size="2Gi")]
+    empty, full = (_core.Client(s.socket) for s in servers)
     out, have = [], 0
     try:
         for n in sorted(others):
@@ -169,16 +190,33 @@ def store_size(others: list[int], pairs: int) -> list[dict]:
             while have < n:
                 # Unnamed put, then the name: a named put asks vineyardd for
                 # the name's old object, which costs more the more names there are.
-                client.put_name(put_value(client, make("dict", have)).id, f"bench/others/{have}")
+                full.put_name(put_value(full, make("dict", have)).id, f"bench/others/{have}")
                 have += 1
-            times, ok = _pairs(client, pairs)
-            out.append({"label": f"pair, {n} other objects", "others": n, "pairs": pairs, "pair": stats(times), "equal": ok})
+            private, shared = f"bench-run-{n}/pair", f"bench/store-size/{n}"
+            times: dict[str, list[float]] = {k: [] for k in ("pair", "shared", "get_name")}
+            base: dict[str, list[float]] = {k: [] for k in times}
+            ok = True
+            for chunk in range(10):
+                both = [(empty, base), (full, times)]
+                for c, into in both if chunk % 2 == 0 else both[::-1]:
+                    t, o = _pairs(c, pairs // 10, private, True)
+                    into["pair"] += t
+                    t, o2 = _pairs(c, pairs // 10, shared, False)
+                    into["shared"] += t
+                    into["get_name"] += _lookups(c, pairs // 10, shared)
+                    ok = ok and o and o2
+            rec: dict[str, Any] = {"label": f"pair, {n} other objects", "others": n, "pairs": pairs, "equal": ok}
+            for key in times:
+                rec[key] = stats(times[key])
+                rec[f"empty_{key}"] = stats(base[key])
+                rec[f"{key}_vs_empty"] = rec[key]["median"] / rec[f"empty_{key}"]["median"]
+            rec["vs_empty"] = rec["pair_vs_empty"]
+            out.append(rec)
     finally:
-        client.close(abandon=True)
-        server.kill()
-    base = next((r["pair"]["median"] for r in out if r["others"] == 0), None)
-    for r in out:
-        r["vs_empty"] = r["pair"]["median"] / base if base else None
+        for c in (empty, full):
+            c.close(abandon=True)
+        for s in servers:
+            s.kill()
     return out
 
 

@@ -144,7 +144,12 @@ def targets(data: dict) -> list[dict]:
         add(f"{rec['label']}: save+load pair < 1 ms (median)", pair, 0.001, "<=", "ms")
     for rec in sc.get("store_size", []):
         if rec["others"]:
-            add(f"save+load pair with {rec['others']:,} other objects <= 1.2x empty store", rec.get("vs_empty"), 1.2, "<=")
+            add(
+                f"save+load pair in a run's namespace with {rec['others']:,} other named objects <= 1.2x empty store",
+                rec.get("vs_empty"),
+                1.2,
+                "<=",
+            )
     return out
 
 

@@ -417,6 +417,34 @@ impl Client {
         Ok(old.filter(|o| *o != id))
     }
 
+    /// [`Client::persist_and_name`] for a caller that already knows what
+    /// the name points to: no `get_name`. vineyardd 0.24.2 copies its whole
+    /// name table on every `get_name` and `drop_name` (`json::value("names")`
+    /// returns a copy), so those two cost time in proportion to the names in
+    /// the store; `persist` and `put_name` look the object up by id.
+    pub fn persist_and_rename(
+        &mut self,
+        id: ObjectId,
+        name: &str,
+        release: &[ObjectId],
+    ) -> Result<()> {
+        crate::names::check_length(name)?;
+        let mut msgs = vec![
+            Encoded::new(&Persist { id })?,
+            Encoded::new(&PutName {
+                object_id: id,
+                name,
+            })?,
+        ];
+        msgs.extend(release_msgs(release)?);
+        let mut replies = self.call_many(&msgs)?.into_iter();
+        let (Some(persisted), Some(named)) = (replies.next(), replies.next()) else {
+            return Err(self.conn.ctx(Persist::TYPE).protocol("replies missing"));
+        };
+        persisted?;
+        named.map(drop)
+    }
+
     /// Persists `id` (unless `persist` is false) and drops this
     /// connection's references to `release`, in one wait.
     pub fn persist_and_release(

@@ -57,7 +57,8 @@ use crate::protocol::{Encoded, Message};
 /// layouts and ours, which is everything this package stores or deletes.
 /// Listing every object would expand objects of any other typename, and
 /// vineyardd 0.24.2 crashes expanding an object that is its own member, or
-/// takes minutes on very deep trees (see `cli::store::orphan_blobs`).
+/// takes minutes on very deep trees (`gc --orphans` lists its blobs without
+/// expanding anything: see `cli::store::orphan_blobs`).
 const OUR_TYPENAMES: &str = "vineyard(_kedro)?::.*";
 
 /// The label a deleter puts on an object it could not free yet.
@@ -297,8 +298,9 @@ pub fn sweep(client: &mut Client) -> Result<Outcome> {
 }
 
 /// Objects whose save failed after they were created: a root carrying
-/// [`SAVED_AS_KEY`] that no name points to, that is not retired, and none
-/// of whose blobs a live connection holds. Lists the store twice.
+/// [`SAVED_AS_KEY`] that no name points to (nor to an object of the same
+/// signature: a migrated copy's original), that is not retired, and none of
+/// whose blobs a live connection holds. Lists the store twice.
 ///
 /// A save under way holds its seal references until the request that names
 /// the object, and releases them right after it, so an object that is not
@@ -313,11 +315,25 @@ pub fn abandoned(client: &mut Client) -> Result<Vec<(ObjectId, ObjectMeta)>> {
             .collect())
     };
     let named = names(client)?;
-    let candidates: Vec<(ObjectId, ObjectMeta)> = client
-        .list_data(OUR_TYPENAMES, true, LIST_LIMIT)?
+    let listed = client.list_data(OUR_TYPENAMES, true, LIST_LIMIT)?;
+    // In a cluster, a migrated copy carries its original's fields (the
+    // saved-as one too) and signature, and no name of its own: while its
+    // original is named, it is no failed save.
+    let named_signatures: HashSet<u64> = listed
+        .iter()
+        .filter(|(id, _)| named.contains(id))
+        .filter_map(|(_, m)| m.get_u64("signature"))
+        .collect();
+    let candidates: Vec<(ObjectId, ObjectMeta)> = listed
         .into_iter()
         .filter(|(id, m)| {
-            !id.is_blob() && m.get(SAVED_AS_KEY).is_some() && !named.contains(id) && !is_retired(m)
+            !id.is_blob()
+                && m.get(SAVED_AS_KEY).is_some()
+                && !named.contains(id)
+                && !is_retired(m)
+                && !m
+                    .get_u64("signature")
+                    .is_some_and(|s| named_signatures.contains(&s))
         })
         .collect();
     if candidates.is_empty() {

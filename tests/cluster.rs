@@ -31,6 +31,7 @@ fn put_bytes(c: &mut Client, data: &[u8], name: Option<&str>) -> ObjectId {
     let opts = PutOptions {
         persist: true,
         name: name.map(str::to_string),
+        ..Default::default()
     };
     // SAFETY: `data` outlives the call.
     unsafe { store::put(c, &tree, &[Source::from_slice(data)], &opts) }
@@ -168,6 +169,7 @@ fn object_with_500_members_migrates_every_member() {
     let opts = PutOptions {
         persist: true,
         name: Some("many".into()),
+        ..Default::default()
     };
     // SAFETY: `parts` outlives the call.
     let id = unsafe { store::put(&mut a, &Value::Object(root), &sources, &opts) }
@@ -388,4 +390,62 @@ fn deleting_a_namespace_removes_names_objects_and_orphaned_copies() {
             "names left on instance {i}"
         );
     }
+}
+
+#[test]
+fn gc_orphans_on_each_instance_keeps_originals_and_migrated_copies() {
+    // `gc --orphans` frees the blobs that vineyardd deletes on `del_data`
+    // (no connection holds them, no object refers to them): a migrated copy
+    // refers to its blobs on its own instance, as the original does on its.
+    // Nor is the copy a failed save, though it carries its original's
+    // saved-as field and no name of its own.
+    let cluster = LocalCluster::start(2, "512Mi");
+    let (mut a, mut b) = (cluster.client(A), cluster.client(B));
+    let data = pattern(2 * MIB, 11);
+    let id = put_bytes(&mut a, &data, Some("ns/kept"));
+    resolve(&mut b, "ns/kept");
+    let copy = store::get(&mut b, id).expect("load through B migrates").id;
+    let orphan = {
+        let mut dead = cluster.client(B);
+        let blob = dead.create_buffers(&[MIB as u64]).unwrap().remove(0);
+        dead.seal(blob.id()).unwrap();
+        blob.id()
+    };
+    drop((a, b));
+    let mut b = cluster.client(B);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.is_in_use(orphan).unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "a closed connection still holds the blob"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (i, freed) in [(A, 0), (B, 1)] {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let socket = cluster.socket(i).to_str().unwrap().to_string();
+        let argv = [
+            "vineyard-kedro",
+            "gc",
+            "--orphans",
+            "--json",
+            "--socket",
+            &socket,
+        ];
+        let code = vineyard_kedro::cli::run_with(argv, &mut out, &mut err);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(code, 0, "{out}{}", String::from_utf8_lossy(&err));
+        let report: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(report["orphan_blobs"], freed, "instance {i}: {report}");
+        assert_eq!(report["reclaimed"], 0, "instance {i}: {report}");
+    }
+    assert!(
+        !b.exists(orphan).unwrap(),
+        "the orphan blob on B was not freed"
+    );
+    let f = store::get(&mut b, copy).expect("the copy still loads on B");
+    assert_eq!(member_bytes(&f, "buf"), &data[..]);
+    let mut a = cluster.client(A);
+    let o = store::get(&mut a, id).expect("the original still loads on A");
+    assert_eq!(member_bytes(&o, "buf"), &data[..]);
 }

@@ -1,6 +1,7 @@
 //! The CLI survives any store (issue 18), against a REAL vineyardd, with the
 //! odd objects made as the probe made them: an object whose member is itself
-//! (then `gc --orphans`: vineyardd survives), a 1,000-deep object (then
+//! (then `gc --orphans`: vineyardd survives, and gc frees no blob an object
+//! refers to), a 1,000-deep object (then
 //! `ls`, `inspect`, `gc`), an object with a dangling member (`ls` lists the
 //! others), and saves deeper than the documented limit (refused, nothing
 //! left behind).
@@ -37,6 +38,7 @@ fn put_named(c: &mut Client, name: &str, data: &[u8]) -> ObjectId {
     let opts = PutOptions {
         persist: true,
         name: Some(name.into()),
+        ..Default::default()
     };
     // SAFETY: `data` outlives the call and is not modified during it.
     unsafe { store::put(c, &tree, &[Source::from_slice(data)], &opts) }
@@ -123,6 +125,132 @@ fn gc_orphans_keeps_the_blobs_of_objects_nobody_holds() {
     );
 }
 
+/// Stores `data` under `tree` (unnamed unless `name`), persisted or not.
+fn put_tree(
+    c: &mut Client,
+    tree: Value,
+    data: &[u8],
+    name: Option<&str>,
+    persist: bool,
+) -> ObjectId {
+    let opts = PutOptions {
+        persist,
+        name: name.map(str::to_string),
+        ..Default::default()
+    };
+    // SAFETY: `data` outlives the call and is not modified during it.
+    unsafe { store::put(c, &tree, &[Source::from_slice(data)], &opts) }
+        .expect("put")
+        .id
+}
+
+fn assert_loads(c: &mut Client, id: ObjectId, data: &[u8], what: &str) {
+    let f = store::get(c, id).unwrap_or_else(|e| panic!("{what} no longer loads: {e}"));
+    assert!(
+        f.blobs.values().any(|b| b.as_slice() == data),
+        "{what}: its blob was freed"
+    );
+}
+
+#[test]
+fn gc_orphans_survives_a_self_referencing_object() {
+    // The probe's order: a self-referencing object, then `gc --orphans`.
+    // gc lists blobs without expanding any object, so vineyardd survives,
+    // the orphan is freed and the named object keeps its blob.
+    let server = start_server("128Mi");
+    let mut c = connect(&server);
+    let kept = vec![1u8; 1 << 20];
+    let kept_id = put_named(&mut c, "ns/kept", &kept);
+    let cyclic = self_referencing(&mut c);
+    let orphan = orphan_blob(&server, 3 << 20);
+    drop(c);
+
+    let (code, out, err) = cli(&server, &["gc", "--orphans", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["orphan_blobs"], 1, "{report}");
+    assert_eq!(report["orphan_bytes"], 3 << 20, "{report}");
+    assert_eq!(report["blobs_referenced_kept"], 1, "{report}");
+
+    let mut c = connect(&server);
+    c.instance_status().expect("vineyardd survived");
+    assert!(!c.exists(orphan).unwrap(), "the orphan blob was not freed");
+    assert!(c.exists(cyclic).unwrap(), "gc touched the odd object");
+    assert_loads(&mut c, kept_id, &kept, "ns/kept");
+    // and again: nothing left to free, nothing lost
+    let (code, out, err) = cli(&server, &["gc", "--orphans", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["orphan_blobs"], 0, "{report}");
+    assert_loads(&mut c, kept_id, &kept, "ns/kept");
+}
+
+#[test]
+fn gc_orphans_frees_no_blob_that_an_object_refers_to() {
+    // The blobs gc deletes are the ones no connection holds; vineyardd keeps
+    // those an object refers to, whatever the object: a member's member,
+    // unnamed and transient, or made by another client with its own
+    // typename. None of them is held by a connection when gc runs.
+    let server = start_server("128Mi");
+    let mut c = connect(&server);
+    let (a, b, d) = (vec![2u8; 1 << 20], vec![3u8; 1 << 19], vec![4u8; 1 << 18]);
+    let nested = put_tree(
+        &mut c,
+        json!({"typename": "test::Outer", "inner": {"typename": "test::Inner", "b0": {"__blob__": 0}}}),
+        &a,
+        Some("ns/nested"),
+        true,
+    );
+    let transient = put_tree(
+        &mut c,
+        json!({"typename": "test::Blobs", "b0": {"__blob__": 0}}),
+        &b,
+        None,
+        false,
+    );
+    let foreign = {
+        let mut other = connect(&server);
+        let blob = other.create_buffers(&[d.len() as u64]).unwrap().remove(0);
+        // SAFETY: the blob is fresh, unsealed and ours.
+        unsafe { blob.as_mut_slice() }.copy_from_slice(&d);
+        other.seal(blob.id()).unwrap();
+        let mut m = bare(&other);
+        m.set(
+            "buffer_",
+            json!({"id": blob.id().to_string(), "typename": "vineyard::Blob", "instance_id": other.instance_id(), "transient": true}),
+        );
+        let id = other.create_data(&m).unwrap().id;
+        other.persist(id).unwrap();
+        id
+    };
+    let orphan = orphan_blob(&server, 1 << 20);
+    drop(c);
+    let mut c = connect(&server);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for id in [nested, transient, foreign] {
+        for blob in c.get_meta(id, false).unwrap().blob_ids() {
+            while c.is_in_use(blob).unwrap() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a closed connection still holds {blob}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+
+    let (code, out, err) = cli(&server, &["gc", "--orphans", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["orphan_blobs"], 1, "{report}");
+    assert_eq!(report["orphan_bytes"], 1 << 20, "{report}");
+    assert_eq!(report["blobs_referenced_kept"], 3, "{report}");
+    assert!(!c.exists(orphan).unwrap(), "the orphan blob was not freed");
+    assert_loads(&mut c, nested, &a, "the nested object");
+    assert_loads(&mut c, transient, &b, "the unnamed transient object");
+    assert_loads(&mut c, foreign, &d, "another client's object");
+}
+
 #[test]
 fn an_object_that_is_its_own_member_crashes_vineyardd_when_expanded() {
     // The limit README's Security section states: vineyardd 0.24.2 accepts
@@ -175,8 +303,9 @@ fn ls_inspect_and_gc_handle_a_1000_deep_object() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(vineyard_kedro::protocol::PRUNED), "{out}");
 
-    // Not `gc --orphans`: it lists every object, and vineyardd expands a
-    // chain once per level (quadratic: minutes at this depth).
+    // `gc --orphans` expands none of it (its blobs are listed alone).
+    let (code, out, err) = cli(&server, &["gc", "--orphans", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = cli(&server, &["gc", "--namespace", "ns", "--json"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(c.try_get_name("ns/plain").unwrap().is_none());
@@ -224,6 +353,7 @@ fn saves_deeper_than_the_limit_are_refused_and_leave_nothing() {
     let opts = PutOptions {
         persist: true,
         name: Some("deep".into()),
+        ..Default::default()
     };
     let before = c.memory_usage().unwrap();
     // SAFETY: `data` outlives the calls and is not modified during them.

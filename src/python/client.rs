@@ -60,6 +60,7 @@ impl PyClient {
             st.live.clear();
             st.held.clear();
             st.retired.clear();
+            st.own_names.clear();
             st.pid = std::process::id();
         }
         st
@@ -137,6 +138,7 @@ impl PyClient {
             live: HashMap::new(),
             held: HashMap::new(),
             retired: Vec::new(),
+            own_names: HashMap::new(),
         }));
         let released = Arc::new(Released {
             blobs: Mutex::new(Vec::new()),
@@ -168,7 +170,14 @@ impl PyClient {
     /// contiguous are gathered in place), or any buffer-protocol object. Returns `(id, replaced_id_or_None, nbytes)`.
     /// The object that `name` pointed to before is deleted (retired while
     /// any process maps it).
-    #[pyo3(signature = (tree, buffers, name = None, persist = true))]
+    ///
+    /// `private`: `name` is in a run's private namespace, which only this
+    /// run writes, each name from one process (Kedro runs a dataset's
+    /// producer once). The object the name points to is then the one this
+    /// process last saved under it, or none: the put does not ask vineyardd
+    /// (see `Client::persist_and_rename`), and loads of the name in this
+    /// process start from the object saved.
+    #[pyo3(signature = (tree, buffers, name = None, persist = true, private = false))]
     fn put(
         &self,
         py: Python<'_>,
@@ -176,11 +185,18 @@ impl PyClient {
         buffers: Vec<Bound<'_, PyAny>>,
         name: Option<String>,
         persist: bool,
+        private: bool,
     ) -> PyResult<(u64, Option<u64>, u64)> {
         let tree = to_json(tree)?;
         let (sources, owners) = sources_of(&buffers)?;
-        let opts = PutOptions { persist, name };
         let res = self.with(py, move |st| {
+            let private = private.then_some(name.as_ref()).flatten().cloned();
+            let previous = private.as_ref().map(|n| st.own_names.get(n).copied());
+            let opts = PutOptions {
+                persist,
+                name,
+                previous,
+            };
             // SAFETY: every source points into memory owned by an object in
             // `owners` (see `sources_of`), which lives on this stack frame
             // until after `with` returns, so no source dangles during the
@@ -188,6 +204,9 @@ impl PyClient {
             // saved changes only which bytes are stored, as with any copy
             // made without the GIL.
             let r = unsafe { store::put(client(st)?, &tree, &sources, &opts) }?;
+            if let Some(n) = private {
+                st.own_names.insert(n, r.id);
+            }
             if let Some(old) = r.replaced {
                 delete_ids(st, &[old], false)?;
             }
@@ -198,25 +217,44 @@ impl PyClient {
     }
 
     /// Loads an object: `(id, meta_dict, {blob_id: Blob})`. Objects held by
-    /// another instance are migrated first.
-    #[pyo3(signature = (id = None, name = None))]
+    /// another instance are migrated first. `private`: `name` is in a run's
+    /// private namespace (see `put`); the object this process saved under
+    /// it, else `saved` (the id its producer recorded for the run), if it
+    /// still exists and is not retired, is what the name points to, and
+    /// vineyardd is asked only otherwise.
+    #[pyo3(signature = (id = None, name = None, private = false, saved = None))]
     fn get<'py>(
         &self,
         py: Python<'py>,
         id: Option<u64>,
         name: Option<String>,
+        private: bool,
+        saved: Option<u64>,
     ) -> PyResult<(u64, Bound<'py, PyAny>, Bound<'py, PyDict>)> {
         let released = self.released.clone();
         let fetched = self.with(py, move |st| {
+            let mut saved = match (id, &name) {
+                (None, Some(n)) if private => st.own_names.get(n).copied().or(saved.map(oid)),
+                _ => None,
+            };
             // A name moved by a concurrent save may point at an object that
-            // is retired or freed by the time it is mapped: look again.
-            let mut attempts = 0;
+            // is retired or freed by the time it is mapped: look again (the
+            // object this process saved, if it is gone, is not an attempt).
+            let mut attempts = if saved.is_some() { -1 } else { 0 };
             let f = loop {
                 attempts += 1;
-                let id = match (id, &name) {
-                    (Some(id), _) => oid(id),
-                    (None, Some(n)) => client(st)?.get_name(n, false)?,
-                    (None, None) => return Err(Error::Usage("get needs an id or a name".into())),
+                let id = match (id, &name, saved.take()) {
+                    (Some(id), _, _) => oid(id),
+                    (None, Some(_), Some(mine)) => mine,
+                    (None, Some(n), None) => {
+                        if private {
+                            st.own_names.remove(n);
+                        }
+                        client(st)?.get_name(n, false)?
+                    }
+                    (None, None, _) => {
+                        return Err(Error::Usage("get needs an id or a name".into()))
+                    }
                 };
                 let gone = |st: &State| Error::NotFound {
                     socket: st
@@ -294,10 +332,29 @@ impl PyClient {
         to_py(py, &meta.into_value())
     }
 
-    /// Resolves a name to an object id, or None.
-    fn resolve(&self, py: Python<'_>, name: String) -> PyResult<Option<u64>> {
-        self.with(py, move |st| client(st)?.try_get_name(&name))
-            .map(|o| o.map(ObjectId::value))
+    /// Resolves a name to an object id, or None. `private`: `name` is in a
+    /// run's private namespace (see `put`): the object this process saved
+    /// under it, else `saved` (see `get`), while it exists and is not retired.
+    #[pyo3(signature = (name, private = false, saved = None))]
+    fn resolve(
+        &self,
+        py: Python<'_>,
+        name: String,
+        private: bool,
+        saved: Option<u64>,
+    ) -> PyResult<Option<u64>> {
+        self.with(py, move |st| {
+            let known = st.own_names.get(&name).copied().or(saved.map(oid));
+            if let Some(mine) = known.filter(|_| private) {
+                // Retired: a later save moved the name elsewhere.
+                if crate::lease::confirm(client(st)?, mine)? {
+                    return Ok(Some(mine));
+                }
+                st.own_names.remove(&name);
+            }
+            client(st)?.try_get_name(&name)
+        })
+        .map(|o| o.map(ObjectId::value))
     }
 
     /// Names a (persisted) object.
@@ -307,7 +364,10 @@ impl PyClient {
 
     /// Removes a name (missing names are fine).
     fn drop_name(&self, py: Python<'_>, name: String) -> PyResult<()> {
-        self.with(py, move |st| client(st)?.drop_name(&name))
+        self.with(py, move |st| {
+            st.own_names.remove(&name);
+            client(st)?.drop_name(&name)
+        })
     }
 
     /// `[(name, id)]` of names matching a glob.
@@ -364,6 +424,7 @@ impl PyClient {
     /// retiring those still mapped. Returns their ids, sorted.
     fn delete_namespace(&self, py: Python<'_>, prefix: String) -> PyResult<Vec<u64>> {
         self.with(py, move |st| {
+            st.own_names.retain(|n, _| !n.starts_with(&prefix));
             let done = crate::lease::delete_namespace(client(st)?, &prefix)?;
             note_retired(st, &done.outcome);
             Ok(done.ids().into_iter().map(ObjectId::value).collect())

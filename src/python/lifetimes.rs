@@ -23,6 +23,9 @@ pub(super) struct State {
     pub(super) held: HashMap<ObjectId, ObjectId>,
     /// Objects this client retired and has not seen freed yet.
     pub(super) retired: Vec<ObjectId>,
+    /// Names in a run's private namespace that this process saved, with the
+    /// object each points to (see `PyClient::put`'s `private`).
+    pub(super) own_names: HashMap<String, ObjectId>,
 }
 
 impl State {
@@ -30,6 +33,7 @@ impl State {
     pub(super) fn forget_connection(&mut self) {
         self.client = None;
         self.held.clear();
+        self.own_names.clear();
     }
 }
 

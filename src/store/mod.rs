@@ -52,6 +52,11 @@ pub struct PutOptions {
     pub persist: bool,
     /// Name to point at the new object once it is complete.
     pub name: Option<String>,
+    /// The object `name` points to now, when the caller knows it for sure
+    /// (`Some(None)`: none): the put then does not ask vineyardd, whose
+    /// `get_name` costs time in proportion to the names in the store.
+    /// `None`: ask (the default).
+    pub previous: Option<Option<ObjectId>>,
 }
 
 /// What a put did.
@@ -183,9 +188,13 @@ unsafe fn put_inner(
     // Names need persisted objects.
     // The seals' references go with the naming: from here on only readers
     // hold references, which is what deletes look at (see `lease`).
-    let replaced = match &opts.name {
-        Some(name) => client.persist_and_name(id, name, &sealed)?,
-        None => {
+    let replaced = match (&opts.name, opts.previous) {
+        (Some(name), None) => client.persist_and_name(id, name, &sealed)?,
+        (Some(name), Some(previous)) => {
+            client.persist_and_rename(id, name, &sealed)?;
+            previous.filter(|p| *p != id)
+        }
+        (None, _) => {
             client.persist_and_release(id, opts.persist, &sealed)?;
             None
         }

@@ -109,9 +109,11 @@ def typename_of(value: Any) -> str:
     return encode_value(value)[0]["typename"]
 
 
-def put_value(client: Any, value: Any, name: str | None = None, persist: bool = True) -> PutInfo:
+def put_value(client: Any, value: Any, name: str | None = None, persist: bool = True, private: bool = False) -> PutInfo:
     """Stores `value` as one object; `name` (if given) then points to it and
-    the object it pointed to before is deleted.
+    the object it pointed to before is deleted. `private`: the name is in a
+    run's private namespace (`Client.put`), so vineyardd is not asked what
+    it pointed to.
 
     Raises `UnsupportedValueError` for values that cannot be stored, and the
     core's errors (`StoreFullError`, `ConnectError`, ...) when storing fails;
@@ -123,7 +125,7 @@ def put_value(client: Any, value: Any, name: str | None = None, persist: bool = 
         raise
     except RecursionError as e:
         raise UnsupportedValueError(f"cannot store a {type(value).__qualname__}: nested too deeply") from e
-    object_id, replaced, nbytes = client.put(tree, w.buffers, name=name, persist=persist)
+    object_id, replaced, nbytes = client.put(tree, w.buffers, name=name, persist=persist, private=private)
     return PutInfo(object_id, nbytes, tree["typename"], replaced)
 
 
@@ -132,6 +134,8 @@ def get_value(
     id: int | None = None,  # noqa: A002 - the core's spelling
     name: str | None = None,
     allow_unsigned_pickle: bool = False,
+    private: bool = False,
+    saved: int | None = None,
 ) -> Any:
     """Loads the object with this id (or name) and rebuilds its value.
 
@@ -139,9 +143,11 @@ def get_value(
     when the object's metadata does not describe a valid value of its type;
     with a secret configured, `UnsignedPickleError` (a `LayoutError`) for a
     pickle without a valid signature unless `allow_unsigned_pickle`.
+    `private`: the name is in a run's private namespace, `saved` the id its
+    producer recorded (`Client.get`).
     """
     secret = current_secret()
-    _, meta, blobs = client.get(id=id, name=name)
+    _, meta, blobs = client.get(id=id, name=name, private=private, saved=saved)
     return decode_meta(meta, blobs, secret, allow_unsigned_pickle)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -128,6 +129,16 @@ class VineyardDataset(AbstractDataset):
         self._stats_sink: tuple[str, int] | None = None
         # Set by the runners with keep_objects: Kedro's releases keep the object.
         self._keep = False
+        # Set by the runners in the fresh namespace of a run: only this
+        # dataset's producer saves the name, once, so a save need not ask
+        # vineyardd what the name pointed to, and a load in the producer's
+        # process starts from the object it saved (vineyardd's name lookups
+        # slow down with every name in the store).
+        self._run_private = False
+        # Set with it: the run's directory where a save records the id it
+        # made, for the loads and the release in the run's other processes
+        # (ParallelRunner's workers, its main process).
+        self._saved_ids: str | None = None
 
     # Kedro aliases _load/_save to load/save (and wraps them with logging and
     # DatasetError); instances pickle as plain configuration, since clients
@@ -159,6 +170,33 @@ class VineyardDataset(AbstractDataset):
             where += " (the embedded vineyardd died during the run)"
         return DatasetError(f"Failed while {action} '{self.object_name}' in {where}: {exc}")
 
+    def _saved_id_path(self) -> str | None:
+        if not self._run_private or self._saved_ids is None:
+            return None
+        return os.path.join(self._saved_ids, hashlib.sha256(self.object_name.encode()).hexdigest())
+
+    def _record_saved(self, object_id: int) -> None:
+        path = self._saved_id_path()
+        if path is None:
+            return
+        try:
+            tmp = f"{path}.{os.getpid()}"
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(str(object_id))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # the other processes ask vineyardd instead
+
+    def _recorded(self) -> int | None:
+        path = self._saved_id_path()
+        if path is None:
+            return None
+        try:
+            with open(path, encoding="ascii") as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return None
+
     # -- Kedro dataset API -----------------------------------------------------
 
     def _load(self) -> Any:
@@ -168,7 +206,11 @@ class VineyardDataset(AbstractDataset):
         start = time.perf_counter()
         try:
             value = get_value(
-                _connection.client_for(socket), name=self.object_name, allow_unsigned_pickle=self.allow_unsigned_pickle
+                _connection.client_for(socket),
+                name=self.object_name,
+                allow_unsigned_pickle=self.allow_unsigned_pickle,
+                private=self._run_private,
+                saved=self._recorded(),
             )
         except ObjectNotFoundError as exc:
             raise DatasetError(
@@ -190,7 +232,10 @@ class VineyardDataset(AbstractDataset):
         socket, origin = self._socket()
         start = time.perf_counter()
         try:
-            info = put_value(_connection.client_for(socket), data, name=self.object_name, persist=True)
+            info = put_value(
+                _connection.client_for(socket), data, name=self.object_name, persist=True, private=self._run_private
+            )
+            self._record_saved(info.id)
         except VineyardError as exc:
             raise self._fail(f"saving a {type(data).__module__}.{type(data).__qualname__} to", socket, origin, exc) from exc
         except Exception as exc:  # an unpicklable value, a broken __reduce__, ...
@@ -206,7 +251,8 @@ class VineyardDataset(AbstractDataset):
     def _exists(self) -> bool:
         socket, origin = self._socket()
         try:
-            return _connection.client_for(socket).resolve(self.object_name) is not None
+            client = _connection.client_for(socket)
+            return client.resolve(self.object_name, private=self._run_private, saved=self._recorded()) is not None
         except VineyardError as exc:
             raise self._fail("checking", socket, origin, exc) from exc
 
@@ -216,7 +262,7 @@ class VineyardDataset(AbstractDataset):
         socket, origin = self._socket()
         try:
             c = _connection.client_for(socket)
-            object_id = c.resolve(self.object_name)
+            object_id = c.resolve(self.object_name, private=self._run_private, saved=self._recorded())
             if object_id is not None:
                 c.drop_name(self.object_name)
                 c.delete([object_id])

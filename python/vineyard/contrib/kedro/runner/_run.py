@@ -140,9 +140,13 @@ class VineyardRun:
         dataset = VineyardDataset(ds_name=name, vineyard_ipc_socket=self.socket, namespace=self.namespace)
         dataset._EPHEMERAL = True  # noqa: SLF001 - Kedro's own flag, read by its resume logic
         dataset._keep = self.keep
+        # A fresh namespace: no name in it existed before this run.
+        dataset._run_private = self.owns_namespace and not self.resuming
         if self._stats_dir is None:
             self._stats_dir = tempfile.mkdtemp(prefix="vineyard-kedro-stats-")
+            os.mkdir(os.path.join(self._stats_dir, "saved"), 0o700)
         dataset._stats_sink = (os.path.join(self._stats_dir, "workers"), os.getpid())
+        dataset._saved_ids = os.path.join(self._stats_dir, "saved")
         return dataset
 
     def _add_dataset(self, name: str) -> None:
