@@ -14,6 +14,14 @@
 //! frees it. After a `fork` the child inherits the parent's arrays and
 //! entries: it never talks to the parent's connection, and a free of an
 //! inherited blob only forgets it (the parent still owns the blob).
+//!
+//! A save of an array that is exactly one of these blobs stores the blob
+//! itself ([`seal_for_put`]): its pages become private copy-on-write (see
+//! `cow`), it is sealed through the allocator's connection, and that
+//! connection's reference (a lease, see `crate::lease`) lasts as long as the
+//! array: a delete of the stored object meanwhile only retires it. When the
+//! array is freed, the reference is released and the object freed if it
+//! was retired.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,7 +32,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::client::Client;
 use crate::connection::Timeouts;
+use crate::object::ObjectId;
 use crate::shm::BlobBytes;
+
+mod cow;
 
 /// Where this thread's large allocations go while a node runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +65,9 @@ struct Entry {
     socket: PathBuf,
     /// The process that allocated it (a forked child inherits entries).
     pid: u32,
+    /// Sealed for a save: `Some(owner)`, the stored object once the save
+    /// completed (`None` inside: a save that failed after the seal).
+    sealed: Option<Option<ObjectId>>,
 }
 
 /// Counters, for tests and the run summary.
@@ -68,6 +82,8 @@ pub struct Stats {
     /// Requests above the threshold that went to the previous allocator
     /// (store full, server unreachable).
     pub fallbacks: u64,
+    /// Blobs stored by a save as they were, without a copy.
+    pub sealed: u64,
 }
 
 #[derive(Default)]
@@ -78,6 +94,7 @@ struct State {
     /// not retried on every allocation.
     broken: Vec<PathBuf>,
     blobs: HashMap<usize, Entry>,
+    private: cow::PrivatePages,
     stats: Stats,
 }
 
@@ -181,6 +198,7 @@ pub fn alloc(size: usize, zeroed: bool) -> Option<NonNull<u8>> {
             bytes,
             socket: target.socket,
             pid: st.pid,
+            sealed: None,
         },
     );
     LIVE.fetch_add(1, Ordering::Release);
@@ -221,8 +239,22 @@ pub fn free(ptr: *const u8) -> bool {
         std::mem::forget(entry);
         return true;
     }
+    if entry.sealed.is_some() {
+        st.private.release(&entry.bytes);
+    }
     if let Some(client) = st.clients.get_mut(&entry.socket) {
-        if let Err(e) = client.drop_buffer(entry.bytes.id()) {
+        let id = entry.bytes.id();
+        let done = match entry.sealed {
+            None => client.drop_buffer(id),
+            // Stored: the object's lease ends, and the object goes if a
+            // delete retired it meanwhile.
+            Some(Some(owner)) => crate::lease::release(client, &[id], &[owner]).map(drop),
+            // Sealed for a save that failed: nobody else knows the blob.
+            Some(None) => client
+                .release(id)
+                .and_then(|()| client.del_data(&[id], true, false)),
+        };
+        if let Err(e) = done {
             if e.is_fatal_to_connection() {
                 st.clients.remove(&entry.socket);
             }
@@ -232,6 +264,63 @@ pub fn free(ptr: *const u8) -> bool {
     // unmapping is all that is left, when the last entry of the region goes.
     drop(entry);
     true
+}
+
+/// For a save to `socket`: if the `len` bytes at `ptr` are exactly a live,
+/// unsealed blob of ours on that vineyardd, makes them the stored bytes
+/// (pages private copy-on-write, then sealed by the allocator's connection)
+/// and returns the blob's id; otherwise `None`, and the save copies.
+/// The caller reports the stored object with [`stored_in`] (or nothing, if
+/// its save fails).
+pub fn seal_for_put(ptr: *const u8, len: usize, socket: &Path) -> Option<ObjectId> {
+    if LIVE.load(Ordering::Acquire) == 0 || len == 0 {
+        return None;
+    }
+    let mut guard = state();
+    let st = guard.as_mut()?;
+    let pid = st.pid;
+    let entry = st.blobs.get_mut(&(ptr as usize))?;
+    if entry.bytes.len() != len
+        || entry.pid != pid
+        || entry.sealed.is_some()
+        || entry.socket != socket
+    {
+        return None;
+    }
+    let client = st.clients.get_mut(&entry.socket)?;
+    // Private first: an edit from now on stays in this process. If this
+    // fails the blob stays unsealed and the save copies from the array.
+    st.private.seal(&entry.bytes).ok()?;
+    let id = entry.bytes.id();
+    match client.seal(id) {
+        Ok(()) => {
+            entry.sealed = Some(None);
+            st.stats.sealed += 1;
+            Some(id)
+        }
+        Err(e) => {
+            if e.is_fatal_to_connection() {
+                st.clients.remove(socket);
+            }
+            None
+        }
+    }
+}
+
+/// The save that sealed `blobs` (with [`seal_for_put`]) stored them in `owner`.
+pub fn stored_in(blobs: &[ObjectId], owner: ObjectId) {
+    if blobs.is_empty() {
+        return;
+    }
+    let mut guard = state();
+    let Some(st) = guard.as_mut() else {
+        return;
+    };
+    for e in st.blobs.values_mut() {
+        if e.sealed == Some(None) && blobs.contains(&e.bytes.id()) {
+            e.sealed = Some(Some(owner));
+        }
+    }
 }
 
 /// Closes the connection to `socket` if no blob of it is live (the end of

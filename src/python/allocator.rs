@@ -343,7 +343,8 @@ pub fn allocator_release(py: Python<'_>, socket: PathBuf) {
 }
 
 /// The allocator's counters in this process: `live_blobs`, `live_bytes`,
-/// `blob_allocs`, `fallbacks`.
+/// `blob_allocs`, `fallbacks`, `sealed` (blobs stored by a save without a
+/// copy).
 #[pyfunction]
 pub fn allocator_stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let s = alloc::stats();
@@ -352,6 +353,7 @@ pub fn allocator_stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("live_bytes", s.live_bytes)?;
     d.set_item("blob_allocs", s.blob_allocs)?;
     d.set_item("fallbacks", s.fallbacks)?;
+    d.set_item("sealed", s.sealed)?;
     Ok(d)
 }
 

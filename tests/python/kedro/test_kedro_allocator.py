@@ -357,3 +357,63 @@ def test_the_switch_defaults_off_and_reads_the_environment(monkeypatch):
     monkeypatch.setenv("VINEYARD_KEDRO_ALLOCATOR_THRESHOLD", "lots")
     with pytest.raises(ValueError, match="VINEYARD_KEDRO_ALLOCATOR_THRESHOLD"):
         SequentialRunner()
+
+
+# -- saves without a copy ------------------------------------------------------
+
+
+def test_a_save_stores_the_blob_itself_and_later_edits_stay_private(vineyardd):
+    from vineyard.contrib.kedro.codec import get_value, put_value
+
+    c = _core.Client(vineyardd.socket)
+    base, sealed = usage(vineyardd.socket), _core.allocator_stats()["sealed"]
+    with Installed(vineyardd.socket):
+        a = np.arange(MIB // 2, dtype=np.float64)  # 4 MiB
+        b = np.arange(MIB // 2, dtype=np.float64) * 3  # likely a neighbour of a in the store
+        info_a = put_value(c, a, name="alloc/a")
+        assert _core.allocator_stats()["sealed"] == sealed + 1
+        assert info_a.nbytes == 0, "nothing was copied"
+        b[:7] = -1.0  # b written after a's pages went private (a page may hold both)
+        info_b = put_value(c, b, name="alloc/b")
+        assert info_b.nbytes == 0
+        assert usage(vineyardd.socket) < base + 9 * MIB, "the stored objects are the arrays' blobs"
+        a[:] = 7.0  # edits after the saves
+        b[-5:] = 9.0
+    want_a = np.arange(MIB // 2, dtype=np.float64)
+    want_b = want_a * 3
+    want_b[:7] = -1.0
+    np.testing.assert_array_equal(get_value(c, name="alloc/a"), want_a)
+    np.testing.assert_array_equal(get_value(c, name="alloc/b"), want_b)
+    assert (a == 7.0).all() and (b[-5:] == 9.0).all()
+    # the arrays go first: the objects stay, with their data
+    del a, b
+    gc.collect()
+    np.testing.assert_array_equal(get_value(c, name="alloc/a"), want_a)
+    gc.collect()
+    c.delete([info_a.id, info_b.id])
+    c.drop_name("alloc/a")
+    c.drop_name("alloc/b")
+    c.flush(all=True)
+    assert live_blobs() == 0
+    assert usage(vineyardd.socket) == base
+    c.close()
+
+
+def test_deleting_a_saved_object_while_its_array_lives_retires_it(vineyardd):
+    from vineyard.contrib.kedro.codec import put_value
+
+    c = _core.Client(vineyardd.socket)
+    base = usage(vineyardd.socket)
+    with Installed(vineyardd.socket):
+        a = np.full(MIB // 2, 5.0)
+        info = put_value(c, a, name="alloc/retired")
+    c.drop_name("alloc/retired")
+    assert c.delete([info.id]) == 1, "retired: the array still uses the blob"
+    assert c.exists(info.id)
+    other = np.ones(MIB)  # the store's memory is not handed out under the array
+    assert (a == 5.0).all() and other.sum() == MIB
+    del a
+    gc.collect()
+    assert not c.exists(info.id), "freed with the array"
+    assert usage(vineyardd.socket) == base
+    c.close()
