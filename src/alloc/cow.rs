@@ -160,3 +160,70 @@ fn remap(region: &Region, offset: usize, len: usize, kind: MapFlags) -> std::io:
     .map(drop)
     .map_err(std::io::Error::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::ObjectId;
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+
+    fn region(len: usize) -> Arc<Region> {
+        let fd = memfd_create(c"vineyard-kedro-cow", MFdFlags::MFD_CLOEXEC).expect("memfd_create");
+        nix::unistd::ftruncate(&fd, len as i64).expect("ftruncate");
+        Arc::new(Region::map(fd, len as u64).expect("map"))
+    }
+
+    fn file_bytes(r: &Region, at: usize, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        let n = nix::sys::uio::pread(r.fd(), &mut buf, at as i64).expect("pread");
+        assert_eq!(n, len);
+        buf
+    }
+
+    fn fill(b: &BlobBytes, v: u8) {
+        // SAFETY: test blobs in a private memfd, written by this test only.
+        unsafe { b.as_mut_slice() }.fill(v);
+    }
+
+    #[test]
+    fn sealed_blobs_reach_the_file_and_later_edits_do_not() {
+        let page = page_size();
+        let r = region(8 * page);
+        // Two blobs sharing page 2, neither page aligned.
+        let (a_off, a_len) = (page / 2, 2 * page);
+        let (b_off, b_len) = (a_off + a_len, 3 * page);
+        let a = BlobBytes::new(ObjectId(1), r.clone(), a_off as u64, a_len as u64).expect("a");
+        let b = BlobBytes::new(ObjectId(2), r.clone(), b_off as u64, b_len as u64).expect("b");
+        let mut pages = PrivatePages::default();
+        fill(&a, 1);
+        fill(&b, 2);
+        pages.seal(&a).expect("seal a");
+        assert_eq!(file_bytes(&r, a_off, a_len), vec![1; a_len]);
+        fill(&a, 9); // an edit after the save
+        assert_eq!(
+            file_bytes(&r, a_off, a_len),
+            vec![1; a_len],
+            "stays private"
+        );
+        assert!(
+            a.as_slice().iter().all(|x| *x == 9),
+            "and visible to the array"
+        );
+        fill(&b, 3); // b written after the page it shares with a went private
+        pages.seal(&b).expect("seal b");
+        assert_eq!(
+            file_bytes(&r, b_off, b_len),
+            vec![3; b_len],
+            "b's bytes in a's page reached the file"
+        );
+        assert_eq!(file_bytes(&r, a_off, a_len), vec![1; a_len]);
+        // a freed: its inner page is shared again, the shared edge page stays private.
+        pages.release(&a);
+        let inner = a_off.div_ceil(page);
+        assert!(!pages.pages_of(&r).contains(&inner));
+        assert!(pages.pages_of(&r).contains(&((a_off + a_len) / page)));
+        // SAFETY: inside the mapping, written by this test only.
+        unsafe { *r.base().add(inner * page) = 42 };
+        assert_eq!(file_bytes(&r, inner * page, 1), vec![42], "shared again");
+    }
+}

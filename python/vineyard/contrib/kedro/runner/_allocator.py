@@ -8,7 +8,8 @@ everything outside node functions (loads, saves, Kedro itself), keep the
 previous handler. A full or unreachable store falls back to the previous
 handler. Each blob is freed when numpy frees the array's memory, whenever
 that is: an array that outlives the run keeps its blob (and its mapping)
-as long as it lives.
+as long as it lives. A save of an array that is exactly one blob seals the
+blob in place instead of copying it (the core's ``store::put``).
 
 The handler is installed by the node's function itself (a wrapper), so it
 applies in whatever thread or worker process runs the node; numpy keeps the
