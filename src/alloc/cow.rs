@@ -13,7 +13,7 @@
 //! sealed blob remaps its inner pages shared again, so the next blob
 //! vineyardd places there is shared from the start.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Weak};
 
@@ -24,7 +24,31 @@ use crate::shm::{page_size, BlobBytes, Region};
 /// The private pages of each allocator mapping.
 #[derive(Default)]
 pub(super) struct PrivatePages {
-    by_region: HashMap<usize, (Weak<Region>, HashSet<usize>)>,
+    by_region: HashMap<usize, (Weak<Region>, PageBits)>,
+}
+
+/// One bit per page of a mapping (a set would cost more than the remap:
+/// a GiB is 262,144 pages).
+#[derive(Default)]
+pub(super) struct PageBits(Vec<u64>);
+
+impl PageBits {
+    fn contains(&self, p: &usize) -> bool {
+        self.0.get(p / 64).is_some_and(|w| w & (1 << (p % 64)) != 0)
+    }
+
+    fn set(&mut self, pages: std::ops::Range<usize>, on: bool) {
+        if pages.end.div_ceil(64) > self.0.len() {
+            self.0.resize(pages.end.div_ceil(64), 0);
+        }
+        for p in pages {
+            if on {
+                self.0[p / 64] |= 1 << (p % 64);
+            } else {
+                self.0[p / 64] &= !(1 << (p % 64));
+            }
+        }
+    }
 }
 
 /// The blob's range inside its mapping: (region, offset, len).
@@ -35,14 +59,14 @@ fn placement(bytes: &BlobBytes) -> Option<(&Arc<Region>, usize, usize)> {
 }
 
 impl PrivatePages {
-    fn pages_of(&mut self, region: &Arc<Region>) -> &mut HashSet<usize> {
+    fn pages_of(&mut self, region: &Arc<Region>) -> &mut PageBits {
         let entry = self
             .by_region
             .entry(region.base() as usize)
-            .or_insert_with(|| (Arc::downgrade(region), HashSet::new()));
+            .or_insert_with(|| (Arc::downgrade(region), PageBits::default()));
         if !std::ptr::eq(entry.0.as_ptr(), Arc::as_ptr(region)) {
             // A new mapping at the address of one that is gone.
-            *entry = (Arc::downgrade(region), HashSet::new());
+            *entry = (Arc::downgrade(region), PageBits::default());
         }
         &mut entry.1
     }
@@ -84,7 +108,7 @@ impl PrivatePages {
                 (p - start) * page,
                 MapFlags::MAP_PRIVATE,
             )?;
-            pages.extend(start..p);
+            pages.set(start..p, true);
         }
         Ok(())
     }
@@ -109,10 +133,7 @@ impl PrivatePages {
         )
         .is_ok()
         {
-            let pages = self.pages_of(region);
-            for p in first..end {
-                pages.remove(&p);
-            }
+            self.pages_of(region).set(first..end, false);
         }
     }
 }
