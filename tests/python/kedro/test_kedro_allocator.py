@@ -417,3 +417,39 @@ def test_deleting_a_saved_object_while_its_array_lives_retires_it(vineyardd):
     assert not c.exists(info.id), "freed with the array"
     assert usage(vineyardd.socket) == base
     c.close()
+
+
+def test_in_place_edit_project_with_the_allocator_on_kedro_019_and_pandas_2(vineyardd, tmp_path):
+    import pickle
+    import subprocess
+    from pathlib import Path
+
+    from kedro_project import kedro_env
+
+    python = os.environ.get("VINEYARD_KEDRO019_PYTHON")
+    if not python:
+        pytest.fail("set VINEYARD_KEDRO019_PYTHON to a Python with Kedro 0.19 and this package (.ci/run does)")
+    here = Path(ip.__file__).parent
+    env = kedro_env(PYTHONPATH=str(here), VINEYARD_KEDRO_ALLOCATOR="1", VINEYARD_KEDRO_ALLOCATOR_THRESHOLD=str(MIB))
+    # inplace_pipeline.py's main, then how many arrays the allocator put in blobs in this process
+    script = (
+        "import runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "from vineyard.contrib.kedro import _core\n"
+        "print('BLOB_ALLOCS', _core.allocator_stats()['blob_allocs'], _core.allocator_stats()['sealed'])\n"
+    )
+    out = subprocess.run(
+        [python, "-c", script, str(here / "inplace_pipeline.py"), vineyardd.socket, str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    counts = [ln.split()[1:] for ln in out.stdout.splitlines() if ln.startswith("BLOB_ALLOCS")]
+    assert counts and int(counts[0][0]) > 0 and int(counts[0][1]) > 0, out.stdout[-2000:]
+    results = {r: pickle.loads((tmp_path / f"{r}.pkl").read_bytes()) for r in ip.RUNNERS}
+    inputs = pickle.loads((tmp_path / "inputs.pkl").read_bytes())
+    for runner in ip.RUNNERS:
+        for key in ip.RESULTS:
+            ip.assert_same(results[runner][key], results["kedro"][key], f"0.19 {runner}: {key}")
+        for key, want in inputs.items():
+            ip.assert_same(results[runner][key], want, f"0.19 {runner}: {key}")
