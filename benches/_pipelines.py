@@ -15,7 +15,10 @@ save and load), ``assign`` (MemoryDataset ``copy_mode: assign``: references
 passed, the compute floor), ``pickle`` and ``parquet`` (kedro-datasets on
 local disk), ``ours`` (our SequentialRunner, embedded vineyardd: a fresh
 store every run, as ``kedro run`` gives), ``ours_warm`` (the same against one
-long-lived vineyardd, whose memory earlier runs already touched) and, on
+long-lived vineyardd, whose memory earlier runs already touched),
+``ours_alloc`` (``ours`` with the NEP 49 allocator: the nodes' arrays of at
+least 1/64 of the intermediate, 16 MiB at 1 GiB, live in vineyard blobs)
+and, on
 Kedro 0.18.14 in its own venv, ``official`` (the official plugin's
 SequentialRunner against a vineyardd started here). Two-branch pipeline
 (``make -> raw``, then two ``transform -> summarize`` branches): Kedro's
@@ -98,7 +101,7 @@ def summarize_raw(raw: pd.DataFrame, edited: list[float]) -> list[float]:
 
 # -- the child ------------------------------------------------------------------------------
 
-SEQUENTIAL = ["memory", "assign", "pickle", "parquet", "ours", "ours_warm", "official"]
+SEQUENTIAL = ["memory", "assign", "pickle", "parquet", "ours", "ours_alloc", "ours_warm", "official"]
 PARALLEL = ["kedro_parallel", "ours_parallel"]
 INPLACE = ["kedro_inplace", "ours_inplace"]
 LABELS = {
@@ -107,6 +110,7 @@ LABELS = {
     "pickle": "PickleDataset (local disk)",
     "parquet": "ParquetDataset (local disk)",
     "ours": "ours: SequentialRunner",
+    "ours_alloc": "ours with the allocator (node arrays in blobs)",
     "ours_warm": "ours, long-lived vineyardd (warm)",
     "official": "official plugin, Kedro 0.18.14",
     "kedro_parallel": "Kedro ParallelRunner",
@@ -209,7 +213,7 @@ def child(spec: dict) -> dict:
         from kedro.io import SharedMemoryDataCatalog
 
         catalog = SharedMemoryDataCatalog()
-    if contender in ("ours", "ours_warm", "ours_parallel", "ours_inplace"):
+    if contender in ("ours", "ours_alloc", "ours_warm", "ours_parallel", "ours_inplace"):
         from vineyard.contrib.kedro import _connection
         from vineyard.contrib.kedro.runner import ParallelRunner, SequentialRunner
 
@@ -224,7 +228,7 @@ def child(spec: dict) -> dict:
                     timed[_fn] = timed.get(_fn, 0.0) + time.perf_counter() - t
 
             setattr(_connection, fn, wrapped)
-        runner = ParallelRunner() if parallel else SequentialRunner()
+        runner = ParallelRunner() if parallel else SequentialRunner(allocator=contender == "ours_alloc")
     elif contender == "official":
         from vineyard.contrib.kedro.runner import SequentialRunner  # the official plugin, in its venv
 
@@ -247,6 +251,10 @@ def child(spec: dict) -> dict:
         out["embedded_stop"] = timed.get("release_embedded")
     if parallel:
         out["save"] = out["load"] = None  # dataset hooks run in the worker processes, not here
+    if contender == "ours_alloc":
+        from vineyard.contrib.kedro import _core
+
+        out["blob_allocs"] = _core.allocator_stats()["blob_allocs"]
     return out
 
 
@@ -357,6 +365,8 @@ def _run_contender(c: str, nbytes: int, ctx: dict, warm: Any, python018: str | N
     python, server, pids = sys.executable, None, []
     if c == "ours_warm":
         env, pids = {"VINEYARD_IPC_SOCKET": warm.socket}, [warm.pid]
+    if c == "ours_alloc":  # 16 MiB (the default) at 1 GiB; smaller at smoke sizes, so that blobs are used
+        env["VINEYARD_KEDRO_ALLOCATOR_THRESHOLD"] = str(max(64 << 10, min(16 * MiB, nbytes // 64)))
     if c == "official":  # the official plugin against a vineyardd of its own, started here
         from vineyard.contrib.kedro import _core
 
@@ -412,7 +422,7 @@ def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequentia
             "ran": len(ok),
             "failed": len(rs) - len(ok),
         }
-        for key in ("total", "save", "load", "wall", "maxrss", "peak_pss", "embedded_start", "embedded_stop"):
+        for key in ("total", "save", "load", "wall", "maxrss", "peak_pss", "embedded_start", "embedded_stop", "blob_allocs"):
             vals = [r.get(key) for r in ok]
             if any(v is not None for v in vals):
                 res[key] = stats(vals)

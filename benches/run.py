@@ -131,6 +131,11 @@ def targets(data: dict) -> list[dict]:
     add("pipeline <= 1.5x MemoryDataset assign", div(pm("ours"), pm("assign")), 1.5, "<=")
     add("pipeline <= 1.5x assign, long-lived vineyardd (not the default)", div(pm("ours_warm"), pm("assign")), 1.5, "<=")
     add("pipeline <= 0.4x default MemoryDataset", div(pm("ours"), pm("memory")), 0.4, "<=")
+    add("pipeline with the allocator <= 1.2x assign (embedded vineyardd)", div(pm("ours_alloc"), pm("assign")), 1.2, "<=")
+    one = data.get("pipelines", {}).get("bytes")
+    ours_peak, alloc_peak = pm("ours", "peak_pss"), pm("ours_alloc", "peak_pss")
+    if one and ours_peak and alloc_peak:  # the allocator's peak PSS at most the copying run's less one intermediate
+        add("allocator peak PSS <= ours' less one intermediate", div(alloc_peak, ours_peak - one), 1.0, "<=")
     add("pipeline <= 0.7x official plugin (Kedro 0.18.14)", div(pm("ours"), pm("official")), 0.7, "<=")
     add("pipeline peak RSS <= 0.5x official plugin's", div(pm("ours", "maxrss"), pm("official", "maxrss")), 0.5, "<=")
     add("ParallelRunner >= 3x faster than Kedro's", div(pm("kedro_parallel"), pm("ours_parallel")), 3.0, ">=")
@@ -182,6 +187,8 @@ def smoke_problems(data: dict) -> list[str]:
             problems.append(f"pipeline {key} failed: {res.get('error', '')[-300:]}")
         elif not res["equal"]:
             problems.append(f"pipeline {key} gave different results")
+        elif key == "ours_alloc" and not (res.get("blob_allocs") or {}).get("median"):
+            problems.append("pipeline ours_alloc allocated no array in a blob")
     return problems
 
 

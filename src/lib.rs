@@ -11,6 +11,7 @@
 //! `store::copy` (the parallel copy into blobs) -> `store::source` (what a
 //! put copies from); nothing below imports what is above it.
 
+pub mod alloc;
 pub mod cli;
 pub mod client;
 pub mod connection;

@@ -136,6 +136,12 @@ impl Region {
         Ok(MmapRaw::from(map))
     }
 
+    /// The memory file (for remapping parts of this mapping: `crate::alloc`).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self._fd.as_fd()
+    }
+
     fn is_populated(&self, chunk: usize) -> bool {
         self.populated[chunk / 64].load(Ordering::Relaxed) & (1 << (chunk % 64)) != 0
     }

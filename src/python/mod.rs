@@ -4,6 +4,7 @@
 //! into owned Rust values first, then the GIL is released (`py.detach`) for
 //! socket I/O, copies and mmap, and results are converted back after.
 
+mod allocator;
 mod blob;
 mod client;
 mod convert;
@@ -53,6 +54,11 @@ fn parse_id(text: &str) -> PyResult<u64> {
 
 #[pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::allocator::{
+        allocator_active, allocator_install, allocator_release, allocator_restore, allocator_stats,
+        AllocatorToken,
+    };
     #[pymodule_export]
     use super::blob::{PyBlob, SharedView};
     #[pymodule_export]

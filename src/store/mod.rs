@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::object::{ObjectId, ObjectMeta};
 use crate::shm::BlobBytes;
 
+mod allocated;
 mod copy;
 mod source;
 
@@ -83,10 +84,22 @@ pub unsafe fn put(
 ) -> Result<PutResult> {
     let mut created: Vec<ObjectId> = Vec::new();
     let mut blobs: Vec<BlobBytes> = Vec::new();
+    let mut in_place: Vec<ObjectId> = Vec::new();
     // SAFETY: forwarded caller contract.
-    let res = unsafe { put_inner(client, tree, sources, opts, &mut created, &mut blobs) };
-    if res.is_err() {
-        cleanup(client, &created, &blobs);
+    let res = unsafe {
+        put_inner(
+            client,
+            tree,
+            sources,
+            opts,
+            &mut created,
+            &mut blobs,
+            &mut in_place,
+        )
+    };
+    match &res {
+        Ok(r) => allocated::stored(&in_place, r.id),
+        Err(_) => cleanup(client, &created, &blobs, !in_place.is_empty()),
     }
     res
 }
@@ -98,6 +111,7 @@ unsafe fn put_inner(
     opts: &PutOptions,
     created: &mut Vec<ObjectId>,
     blobs: &mut Vec<BlobBytes>,
+    in_place: &mut Vec<ObjectId>,
 ) -> Result<PutResult> {
     let root = tree
         .as_object()
@@ -112,18 +126,31 @@ unsafe fn put_inner(
             "the value is nested {depth} levels deep; at most {MAX_TREE_DEPTH} levels of member objects are stored"
         )));
     }
+    // Sources that are blobs of the allocator are sealed where they are.
+    let sealed_here: Vec<Option<ObjectId>> = sources
+        .iter()
+        .map(|s| {
+            (!s.is_empty())
+                .then(|| allocated::seal_in_place(client, s))
+                .flatten()
+        })
+        .collect();
+    in_place.extend(sealed_here.iter().flatten());
     let sizes: Vec<u64> = sources
         .iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| s.len() as u64)
+        .zip(&sealed_here)
+        .filter(|(s, h)| !s.is_empty() && h.is_none())
+        .map(|(s, _)| s.len() as u64)
         .collect();
     *blobs = client.create_buffers(&sizes)?;
     let mut blob_ids = Vec::with_capacity(sources.len());
     let mut jobs = Vec::new();
     let mut next = blobs.iter();
-    for s in sources {
+    for (s, here) in sources.iter().zip(&sealed_here) {
         if s.is_empty() {
             blob_ids.push(ObjectId::EMPTY_BLOB);
+        } else if let Some(id) = here {
+            blob_ids.push(*id);
         } else {
             let b = next
                 .next()
@@ -273,13 +300,20 @@ fn resolve_children(
     Ok(())
 }
 
-/// Best-effort removal of a failed put's objects and blobs.
-fn cleanup(client: &mut Client, created: &[ObjectId], blobs: &[BlobBytes]) {
+/// Best-effort removal of a failed put's objects and blobs. With blobs
+/// sealed in place (`keep_members`), which their arrays still use and the
+/// allocator frees, the objects go one by one, not deep, and the put's own
+/// blobs explicitly.
+fn cleanup(client: &mut Client, created: &[ObjectId], blobs: &[BlobBytes], keep_members: bool) {
     if !created.is_empty() {
-        let _ = client.del_data(created, true, true);
+        let _ = client.del_data(created, true, !keep_members);
     }
     for b in blobs {
         let _ = client.drop_buffer(b.id());
+    }
+    if keep_members && !blobs.is_empty() {
+        let ids: Vec<ObjectId> = blobs.iter().map(BlobBytes::id).collect();
+        let _ = client.del_data(&ids, true, false);
     }
 }
 

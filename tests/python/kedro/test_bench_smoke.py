@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 
 MICRO = {"ours", "ours_fresh", "floor", "floor_warm", "pickle", "parquet", "arrow", "official", "official_fresh"}
-SEQUENTIAL = {"memory", "assign", "pickle", "parquet", "ours", "ours_warm", "official"}
+SEQUENTIAL = {"memory", "assign", "pickle", "parquet", "ours", "ours_alloc", "ours_warm", "official"}
 PARALLEL = {"kedro_parallel", "ours_parallel"}
 INPLACE = {"kedro_inplace", "ours_inplace"}
 

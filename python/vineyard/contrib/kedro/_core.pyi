@@ -7,6 +7,7 @@ from os import PathLike
 from typing import Any, final
 
 __all__ = [
+    "AllocatorToken",
     "Blob",
     "Client",
     "ConnectError",
@@ -25,6 +26,11 @@ __all__ = [
     "UnsupportedValueError",
     "VineyardError",
     "__version__",
+    "allocator_active",
+    "allocator_install",
+    "allocator_release",
+    "allocator_restore",
+    "allocator_stats",
     "argo_file_name",
     "check_workflow",
     "cli_commands",
@@ -168,6 +174,18 @@ class Server:
     def __exit__(self, a: object, b: object, c: object) -> bool: ...
 
 def find_vineyardd(binary: str | PathLike[str] | None = None, site_dirs: list[str | PathLike[str]] = ...) -> str: ...
+
+# -- numpy's memory handler in blobs (src/python/allocator.rs, src/alloc.rs) ------
+
+@final
+class AllocatorToken:
+    """What `allocator_install` replaced, for `allocator_restore`."""
+
+def allocator_install(socket: str | PathLike[str], threshold: int) -> AllocatorToken: ...
+def allocator_restore(token: AllocatorToken) -> None: ...
+def allocator_release(socket: str | PathLike[str]) -> None: ...
+def allocator_stats() -> dict[str, int]: ...
+def allocator_active() -> bool: ...
 
 # -- names (src/names.rs) ---------------------------------------------------------
 

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from vineyard.contrib.kedro import _connection
+from vineyard.contrib.kedro.runner import _allocator
 from vineyard.contrib.kedro.runner._resume import resume_start_nodes
 from vineyard.contrib.kedro.runner._run import ENV_KEEP, VineyardRun, as_bool
 
@@ -25,13 +26,21 @@ class VineyardRunnerMixin:
     - ``vineyard_size`` (``VINEYARD_KEDRO_EMBEDDED_SIZE``): the embedded
       vineyardd's ``--size`` (default: half the machine's memory);
     - ``keep_objects`` (``VINEYARD_KEDRO_KEEP_OBJECTS``): keep the run's
-      objects in vineyardd afterwards (needs a long-lived vineyardd).
+      objects in vineyardd afterwards (needs a long-lived vineyardd);
+    - ``allocator`` (``VINEYARD_KEDRO_ALLOCATOR``, off by default): numpy
+      arrays of at least ``allocator_threshold`` bytes
+      (``VINEYARD_KEDRO_ALLOCATOR_THRESHOLD``, default 16 MiB) made inside
+      node functions live in vineyard blobs (see ``_allocator``).
     """
 
     def _init_vineyard(self, base: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         self._vineyard_socket = kwargs.pop("vineyard_ipc_socket", None) or None
         self._vineyard_size = kwargs.pop("vineyard_size", None) or os.environ.get(_connection.ENV_EMBEDDED_SIZE) or None
         self._vineyard_keep = as_bool(kwargs.pop("keep_objects", os.environ.get(ENV_KEEP, False)))
+        self._vineyard_allocator = _allocator.enabled(kwargs.pop("allocator", None))
+        self._vineyard_threshold = _allocator.parse_threshold(
+            kwargs.pop("allocator_threshold", None) or os.environ.get(_allocator.ENV_THRESHOLD) or _allocator.DEFAULT_THRESHOLD
+        )
         self._vineyard_runs = threading.local()
         accepted = inspect.signature(base.__init__).parameters
         for key in ("is_async", "max_workers"):
@@ -56,10 +65,14 @@ class VineyardRunnerMixin:
             # Kedro calls _suggest_resume_scenario from the thread that called
             # run(); one runner may run in several threads at once.
             self._vineyard_runs.current = run
+            if self._vineyard_allocator and run.socket:
+                pipeline = _allocator.wrap_pipeline(pipeline, run.socket, self._vineyard_threshold)
             try:
                 return super().run(pipeline, catalog, hook_manager, *args, **kwargs)  # type: ignore[misc]
             finally:
                 self._vineyard_runs.current = None
+                if self._vineyard_allocator and run.socket:
+                    _allocator.release(run.socket)
 
     def _suggest_resume_scenario(self, pipeline: Any, done_nodes: Any, catalog: Any) -> None:
         run = getattr(self._vineyard_runs, "current", None)
