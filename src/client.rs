@@ -160,6 +160,12 @@ impl Client {
         self.regions.len()
     }
 
+    /// True when this connection maps `file`: then the blobs in it are
+    /// this server's.
+    pub fn maps_file(&self, file: crate::shm::FileKey) -> bool {
+        self.regions.values().any(|r| r.file() == file)
+    }
+
     pub(crate) fn call(&mut self, msg: Value, expected: &str) -> Result<Map<String, Value>> {
         self.settle()?;
         self.conn.call(&msg, expected)

@@ -19,6 +19,7 @@ pub mod lease;
 pub mod migrate;
 pub mod names;
 pub mod object;
+pub mod pagemap;
 pub mod protocol;
 pub mod server;
 pub mod shm;

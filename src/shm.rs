@@ -17,6 +17,10 @@ use nix::errno::Errno;
 
 use crate::object::ObjectId;
 
+pub mod loaded;
+
+pub use loaded::{FileKey, Loaded, MappingKind, Registration};
+
 /// Granularity of `Region::prefault`'s record of what this mapping has
 /// already faulted in.
 const POPULATED_CHUNK: usize = 256 << 10;
@@ -25,6 +29,7 @@ const POPULATED_CHUNK: usize = 256 << 10;
 pub struct Region {
     map: MmapRaw,
     _fd: OwnedFd,
+    file: FileKey,
     /// One bit per `POPULATED_CHUNK`: set once `prefault` has faulted the
     /// whole chunk in through this mapping.
     populated: Vec<AtomicU64>,
@@ -36,9 +41,8 @@ impl Region {
         let len =
             usize::try_from(len).map_err(|_| std::io::Error::other("memory file too large"))?;
         // Mapping past the end of the file would turn reads into SIGBUS.
-        let actual = nix::sys::stat::fstat(&fd)
-            .map_err(std::io::Error::from)?
-            .st_size;
+        let stat = nix::sys::stat::fstat(&fd).map_err(std::io::Error::from)?;
+        let actual = stat.st_size;
         if (actual as u64) < len as u64 {
             return Err(std::io::Error::other(format!(
                 "memory file has {actual} bytes, the server announced {len}"
@@ -52,6 +56,10 @@ impl Region {
         Ok(Region {
             map,
             _fd: fd,
+            file: FileKey {
+                dev: stat.st_dev,
+                ino: stat.st_ino,
+            },
             populated,
         })
     }
@@ -153,6 +161,11 @@ impl Region {
     /// Base address of the mapping.
     pub fn base(&self) -> *mut u8 {
         self.map.as_mut_ptr()
+    }
+
+    /// The memory file this region maps.
+    pub fn file(&self) -> FileKey {
+        self.file
     }
 }
 
@@ -263,12 +276,30 @@ impl BlobBytes {
         self.region.as_ref()
     }
 
+    /// Records this range of the shared mapping in the registry of loaded
+    /// blobs, for as long as the returned value lives (`None` for empty
+    /// blobs). For bytes handed out read-only, which stay the blob's.
+    pub fn register_shared(&self) -> Option<Registration> {
+        let region = self.region.as_ref()?;
+        loaded::register(Loaded {
+            blob: self.id,
+            file: region.file(),
+            kind: MappingKind::Shared,
+            start: self.as_ptr() as usize,
+            len: self.len,
+        })
+    }
+
     /// The same bytes in a mapping of their own, copy-on-write: see
     /// [`Region::map_private`]. Each call maps anew, so two calls never see
-    /// each other's writes.
+    /// each other's writes. The mapping is in the registry of loaded blobs
+    /// while it lives.
     pub fn map_private(&self) -> Result<PrivateBytes, crate::Error> {
         let Some(region) = &self.region else {
-            return Ok(PrivateBytes { map: None });
+            return Ok(PrivateBytes {
+                _registration: None,
+                map: None,
+            });
         };
         let map = region
             .map_private(self.offset, self.len)
@@ -282,7 +313,17 @@ impl BlobBytes {
                 },
                 source,
             })?;
-        Ok(PrivateBytes { map: Some(map) })
+        let registration = loaded::register(Loaded {
+            blob: self.id,
+            file: region.file(),
+            kind: MappingKind::Private,
+            start: map.as_mut_ptr() as usize,
+            len: map.len(),
+        });
+        Ok(PrivateBytes {
+            _registration: registration,
+            map: Some(map),
+        })
     }
 }
 
@@ -294,6 +335,8 @@ impl BlobBytes {
 /// reuse the pages not yet copied.
 #[derive(Debug)]
 pub struct PrivateBytes {
+    /// Dropped first: the entry goes before the mapping does.
+    _registration: Option<Registration>,
     map: Option<MmapRaw>,
 }
 

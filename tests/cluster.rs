@@ -31,6 +31,7 @@ fn put_bytes(c: &mut Client, data: &[u8], name: Option<&str>) -> ObjectId {
     let opts = PutOptions {
         persist: true,
         name: name.map(str::to_string),
+        ..Default::default()
     };
     // SAFETY: `data` outlives the call.
     unsafe { store::put(c, &tree, &[Source::from_slice(data)], &opts) }
@@ -168,6 +169,7 @@ fn object_with_500_members_migrates_every_member() {
     let opts = PutOptions {
         persist: true,
         name: Some("many".into()),
+        ..Default::default()
     };
     // SAFETY: `parts` outlives the call.
     let id = unsafe { store::put(&mut a, &Value::Object(root), &sources, &opts) }

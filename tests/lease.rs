@@ -26,6 +26,7 @@ fn put_named(c: &mut Client, data: &[u8], name: &str) -> ObjectId {
     let opts = PutOptions {
         persist: true,
         name: Some(name.to_string()),
+        ..Default::default()
     };
     // SAFETY: `data` outlives the call and is not modified during it.
     unsafe { store::put(c, &tree, &[Source::from_slice(data)], &opts) }

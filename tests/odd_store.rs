@@ -37,6 +37,7 @@ fn put_named(c: &mut Client, name: &str, data: &[u8]) -> ObjectId {
     let opts = PutOptions {
         persist: true,
         name: Some(name.into()),
+        ..Default::default()
     };
     // SAFETY: `data` outlives the call and is not modified during it.
     unsafe { store::put(c, &tree, &[Source::from_slice(data)], &opts) }
@@ -224,6 +225,7 @@ fn saves_deeper_than_the_limit_are_refused_and_leave_nothing() {
     let opts = PutOptions {
         persist: true,
         name: Some("deep".into()),
+        ..Default::default()
     };
     let before = c.memory_usage().unwrap();
     // SAFETY: `data` outlives the calls and is not modified during them.

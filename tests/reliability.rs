@@ -37,6 +37,7 @@ fn put_named(c: &mut Client, name: &str, buffers: &[&[u8]]) -> vineyard_kedro::R
     let opts = PutOptions {
         persist: true,
         name: Some(name.to_string()),
+        ..Default::default()
     };
     // SAFETY: the slices outlive the call and are not modified during it.
     let r = unsafe { store::put(c, &tree_of(buffers.len()), &sources, &opts) }?;

@@ -29,12 +29,16 @@ use super::lifetimes::{
     client, delete_ids, finish_releases, free_retired, note_retired, release_blobs,
     release_dropped, Released, State,
 };
+use crate::shm::Registration;
 use crate::store::{self, PutOptions, Source};
 use crate::{BlobBytes, Client, Error, ObjectId, PrivateBytes, Timeouts};
 
 /// A mapped blob kept alive while any Python object refers to it. When the
 /// last view goes, its connection's reference is released (see `Released`).
 pub(super) struct Lease {
+    /// This blob's entry in the registry of loaded blobs (the shared
+    /// mapping, read only by what we hand out); goes before the bytes.
+    pub(super) _shown: Option<Registration>,
     pub(super) bytes: BlobBytes,
     pub(super) released: Arc<Released>,
 }
@@ -304,6 +308,12 @@ fn source_of(obj: &Bound<'_, PyAny>) -> PyResult<Source> {
     )))
 }
 
+/// Saves reference the loaded blobs they contain unchanged, unless the
+/// environment says `VINEYARD_KEDRO_REFERENCE=0` (to compare with copying).
+fn reference_enabled() -> bool {
+    std::env::var_os("VINEYARD_KEDRO_REFERENCE").is_none_or(|v| v != "0")
+}
+
 fn oid(id: u64) -> ObjectId {
     ObjectId(id)
 }
@@ -365,7 +375,10 @@ impl PyClient {
     }
 
     /// Stores `tree` (a dict; nested dicts are members, `{"__blob__": i}` is
-    /// `buffers[i]`) as one object. Returns `(id, replaced_id_or_None, nbytes)`.
+    /// `buffers[i]`) as one object. Returns `(id, replaced_id_or_None,
+    /// bytes_copied, bytes_referenced)`: a buffer that is exactly an
+    /// unchanged blob this process loaded from this vineyardd is referenced,
+    /// not copied, unless `VINEYARD_KEDRO_REFERENCE` is `0`.
     /// The object that `name` pointed to before is deleted (retired while
     /// any process maps it).
     #[pyo3(signature = (tree, buffers, name = None, persist = true))]
@@ -376,13 +389,17 @@ impl PyClient {
         buffers: Vec<Bound<'_, PyAny>>,
         name: Option<String>,
         persist: bool,
-    ) -> PyResult<(u64, Option<u64>, u64)> {
+    ) -> PyResult<(u64, Option<u64>, u64, u64)> {
         let tree = to_json(tree)?;
         let sources = buffers
             .iter()
             .map(source_of)
             .collect::<PyResult<Vec<_>>>()?;
-        let opts = PutOptions { persist, name };
+        let opts = PutOptions {
+            persist,
+            name,
+            reference_loaded: reference_enabled(),
+        };
         // `buffers` stays alive (and referenced) until we return.
         let res = self.with(py, move |st| {
             // SAFETY: every source points into a Python object held by `buffers`
@@ -393,7 +410,12 @@ impl PyClient {
             }
             Ok(r)
         })?;
-        Ok((res.id.value(), res.replaced.map(ObjectId::value), res.bytes))
+        Ok((
+            res.id.value(),
+            res.replaced.map(ObjectId::value),
+            res.bytes,
+            res.referenced,
+        ))
     }
 
     /// Loads an object: `(id, meta_dict, {blob_id: Blob})`. Objects held by
@@ -459,6 +481,7 @@ impl PyClient {
                     Some(l) if l.bytes.len() == bytes.len() => l,
                     _ => {
                         let l = Arc::new(Lease {
+                            _shown: bytes.register_shared(),
                             bytes,
                             released: released.clone(),
                         });
@@ -467,7 +490,12 @@ impl PyClient {
                     }
                 };
                 if bid != ObjectId::EMPTY_BLOB {
-                    st.held.entry(bid).or_insert(f.id);
+                    // Objects may share a blob (a save references what it
+                    // loaded): the release frees whichever was retired.
+                    let owners = st.held.entry(bid).or_default();
+                    if !owners.contains(&f.id) {
+                        owners.push(f.id);
+                    }
                 }
                 leases.insert(bid, lease);
             }
@@ -576,9 +604,9 @@ impl PyClient {
     fn flush(&self, py: Python<'_>, all: bool) -> PyResult<usize> {
         self.with(py, move |st| {
             if all {
-                let held: Vec<(ObjectId, ObjectId)> = st.held.drain().collect();
+                let held: Vec<(ObjectId, Vec<ObjectId>)> = st.held.drain().collect();
                 let blobs: Vec<ObjectId> = held.iter().map(|(b, _)| *b).collect();
-                let mut owners: Vec<ObjectId> = held.iter().map(|(_, o)| *o).collect();
+                let mut owners: Vec<ObjectId> = held.into_iter().flat_map(|(_, o)| o).collect();
                 owners.sort_unstable();
                 owners.dedup();
                 release_blobs(st, &blobs, &owners);

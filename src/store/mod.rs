@@ -17,6 +17,7 @@ use crate::object::{ObjectId, ObjectMeta};
 use crate::shm::BlobBytes;
 
 mod copy;
+mod reference;
 mod source;
 
 pub use source::Source;
@@ -52,6 +53,9 @@ pub struct PutOptions {
     pub persist: bool,
     /// Name to point at the new object once it is complete.
     pub name: Option<String>,
+    /// Reference, instead of copying, a source that is exactly an
+    /// unchanged blob this process loaded from the same vineyardd.
+    pub reference_loaded: bool,
 }
 
 /// What a put did.
@@ -63,6 +67,9 @@ pub struct PutResult {
     pub replaced: Option<ObjectId>,
     /// Bytes copied into shared memory.
     pub bytes: u64,
+    /// Bytes of sources that were already blobs of the store, referenced
+    /// by the new object instead of copied.
+    pub referenced: u64,
 }
 
 /// Stores a tree and its buffers as one object, atomically.
@@ -107,18 +114,32 @@ unsafe fn put_inner(
             "the value is nested {depth} levels deep; at most {MAX_TREE_DEPTH} levels of member objects are stored"
         )));
     }
+    // Sources already in the store become references; the rest get blobs.
+    let reused: Vec<Option<ObjectId>> = sources
+        .iter()
+        .map(|s| {
+            (opts.reference_loaded && !s.is_empty())
+                .then(|| reference::loaded_blob(client, s))
+                .flatten()
+        })
+        .collect();
     let sizes: Vec<u64> = sources
         .iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| s.len() as u64)
+        .zip(&reused)
+        .filter(|(s, r)| !s.is_empty() && r.is_none())
+        .map(|(s, _)| s.len() as u64)
         .collect();
     *blobs = client.create_buffers(&sizes)?;
     let mut blob_ids = Vec::with_capacity(sources.len());
     let mut jobs = Vec::new();
     let mut next = blobs.iter();
-    for s in sources {
+    let mut referenced = 0u64;
+    for (s, reused) in sources.iter().zip(&reused) {
         if s.is_empty() {
             blob_ids.push(ObjectId::EMPTY_BLOB);
+        } else if let Some(id) = reused {
+            blob_ids.push(*id);
+            referenced += s.len() as u64;
         } else {
             let b = next
                 .next()
@@ -194,6 +215,7 @@ unsafe fn put_inner(
         id,
         replaced,
         bytes,
+        referenced,
     })
 }
 
