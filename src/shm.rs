@@ -277,12 +277,14 @@ impl BlobBytes {
     }
 
     /// Records this range of the shared mapping in the registry of loaded
-    /// blobs, for as long as the returned value lives (`None` for empty
-    /// blobs). For bytes handed out read-only, which stay the blob's.
-    pub fn register_shared(&self) -> Option<Registration> {
+    /// blobs, as loaded for `owner`, for as long as the returned value
+    /// lives (`None` for empty blobs). For bytes handed out read-only,
+    /// which stay the blob's.
+    pub fn register_shared(&self, owner: Option<ObjectId>) -> Option<Registration> {
         let region = self.region.as_ref()?;
         loaded::register(Loaded {
             blob: self.id,
+            owner,
             file: region.file(),
             kind: MappingKind::Shared,
             start: self.as_ptr() as usize,
@@ -295,6 +297,13 @@ impl BlobBytes {
     /// each other's writes. The mapping is in the registry of loaded blobs
     /// while it lives.
     pub fn map_private(&self) -> Result<PrivateBytes, crate::Error> {
+        self.map_private_for(None)
+    }
+
+    /// [`BlobBytes::map_private`], registered as loaded for `owner` (the
+    /// object a save that references the blob links to, see
+    /// `crate::lease::SHARES_KEY`).
+    pub fn map_private_for(&self, owner: Option<ObjectId>) -> Result<PrivateBytes, crate::Error> {
         let Some(region) = &self.region else {
             return Ok(PrivateBytes {
                 _registration: None,
@@ -315,6 +324,7 @@ impl BlobBytes {
             })?;
         let registration = loaded::register(Loaded {
             blob: self.id,
+            owner,
             file: region.file(),
             kind: MappingKind::Private,
             start: map.as_mut_ptr() as usize,

@@ -175,7 +175,7 @@ fn the_shared_mapping_is_referenced_while_registered() {
     // SAFETY: the blob is sealed and mapped until `blob` drops.
     let plain = unsafe { put_raw(&mut c, blob.as_ptr(), blob.len(), "plain", true) };
     assert_eq!(plain.referenced, 0);
-    let shown = blob.register_shared();
+    let shown = blob.register_shared(Some(source));
     // SAFETY: as above.
     let shared = unsafe { put_raw(&mut c, blob.as_ptr(), blob.len(), "shared", true) };
     assert_eq!((shared.bytes, shared.referenced), (0, data.len() as u64));
@@ -199,4 +199,77 @@ fn a_blob_of_another_vineyardd_is_copied() {
     let there = unsafe { put_raw(&mut cb, private.as_mut_ptr(), private.len(), "copy", true) };
     assert_eq!((there.bytes, there.referenced), (data.len() as u64, 0));
     assert_eq!(load(&mut cb, there.id).as_slice(), &data[..]);
+}
+
+/// Saves `derived` referencing the blob of `source` as loaded by `c`, and
+/// lets go of that load. Returns the derived object and the blob.
+fn derive(c: &mut Client, source: ObjectId, name: &str) -> (ObjectId, ObjectId) {
+    let blob = load(c, source);
+    let private = blob.map_private_for(Some(source)).expect("private map");
+    // SAFETY: `private` outlives the put and is unchanged during it.
+    let d = unsafe { put_raw(c, private.as_mut_ptr(), private.len(), name, true) };
+    assert_eq!(d.bytes, 0);
+    let meta = c.get_meta(d.id, false).unwrap();
+    assert_eq!(
+        lease::linked(&meta),
+        vec![source],
+        "the derived object names its source"
+    );
+    let back = lease::linked(&c.get_meta(source, false).unwrap());
+    assert_eq!(
+        back,
+        vec![d.id],
+        "the source is labelled with the derived object"
+    );
+    drop(private);
+    let id = blob.id();
+    let_go(c, blob, &[source]);
+    (d.id, id)
+}
+
+#[test]
+fn a_source_retired_while_mapped_through_the_derived_object_is_freed_by_its_release() {
+    let server = start_server("64Mi");
+    let (mut c, mut reader) = (connect(&server), connect(&server));
+    let base = c.memory_usage().unwrap();
+    let data = pattern(4 * MIB, 6);
+    let source = put_bytes(&mut c, &data, "src").id;
+    let (derived, _) = derive(&mut c, source, "dst");
+
+    // The reader maps the shared blob through the derived object only.
+    let view = load(&mut reader, derived);
+    c.drop_name("src").unwrap();
+    let done = lease::delete(&mut c, &[source], false).unwrap();
+    assert_eq!(done.retired, vec![source], "the blob is mapped: retired");
+    // The reader lets go, naming the object it loaded: the source it
+    // shares the blob with is freed too.
+    let_go(&mut reader, view, &[derived]);
+    assert!(!c.exists(source).unwrap(), "the retired source was freed");
+    assert_eq!(c.memory_usage().unwrap(), base + data.len() as u64);
+    c.drop_name("dst").unwrap();
+    lease::delete(&mut c, &[derived], false).unwrap();
+    assert_eq!(c.memory_usage().unwrap(), base, "nothing leaked");
+}
+
+#[test]
+fn a_derived_object_retired_while_mapped_through_its_source_is_freed_by_its_release() {
+    let server = start_server("64Mi");
+    let (mut c, mut reader) = (connect(&server), connect(&server));
+    let base = c.memory_usage().unwrap();
+    let data = pattern(4 * MIB, 7);
+    let source = put_bytes(&mut c, &data, "src").id;
+    let (derived, _) = derive(&mut c, source, "dst");
+
+    let view = load(&mut reader, source);
+    c.drop_name("dst").unwrap();
+    let done = lease::delete(&mut c, &[derived], false).unwrap();
+    assert_eq!(done.retired, vec![derived]);
+    let_go(&mut reader, view, &[source]);
+    assert!(
+        !c.exists(derived).unwrap(),
+        "the retired derived object was freed"
+    );
+    c.drop_name("src").unwrap();
+    lease::delete(&mut c, &[source], false).unwrap();
+    assert_eq!(c.memory_usage().unwrap(), base, "nothing leaked");
 }

@@ -55,15 +55,19 @@ pub(super) struct Lease {
 #[pyclass(name = "Blob", module = "vineyard.contrib.kedro._core", frozen)]
 pub struct PyBlob {
     lease: Arc<Lease>,
+    /// The object this load was of (a save that references the blob links
+    /// to it).
+    owner: ObjectId,
     /// Mapped on first use; dropped with this object, after every array
     /// over it (they hold it as their base).
     private: OnceLock<PrivateBytes>,
 }
 
 impl PyBlob {
-    fn new(lease: Arc<Lease>) -> PyBlob {
+    fn new(lease: Arc<Lease>, owner: ObjectId) -> PyBlob {
         PyBlob {
             lease,
+            owner,
             private: OnceLock::new(),
         }
     }
@@ -73,7 +77,7 @@ impl PyBlob {
         if let Some(p) = self.private.get() {
             return Ok(p);
         }
-        let mapped = self.lease.bytes.map_private()?;
+        let mapped = self.lease.bytes.map_private_for(Some(self.owner))?;
         // Another thread may have won the race: its mapping is the one every
         // array uses, and ours is unmapped here.
         Ok(self.private.get_or_init(|| mapped))
@@ -481,7 +485,7 @@ impl PyClient {
                     Some(l) if l.bytes.len() == bytes.len() => l,
                     _ => {
                         let l = Arc::new(Lease {
-                            _shown: bytes.register_shared(),
+                            _shown: bytes.register_shared(Some(f.id)),
                             bytes,
                             released: released.clone(),
                         });
@@ -504,7 +508,7 @@ impl PyClient {
         let (id, meta, leases) = fetched;
         let blobs = PyDict::new(py);
         for (bid, lease) in leases {
-            blobs.set_item(bid.value(), Bound::new(py, PyBlob::new(lease))?)?;
+            blobs.set_item(bid.value(), Bound::new(py, PyBlob::new(lease, id))?)?;
         }
         Ok((id.value(), to_py(py, &meta.into_value())?, blobs))
     }

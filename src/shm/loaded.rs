@@ -37,6 +37,8 @@ pub enum MappingKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Loaded {
     pub blob: ObjectId,
+    /// The object the blob was loaded for, when the loader said.
+    pub owner: Option<ObjectId>,
     pub file: FileKey,
     pub kind: MappingKind,
     pub start: usize,
@@ -120,6 +122,7 @@ mod tests {
     fn loaded(start: usize, len: usize, blob: u64) -> Loaded {
         Loaded {
             blob: ObjectId(blob),
+            owner: None,
             file: FileKey { dev: 1, ino: 2 },
             kind: MappingKind::Private,
             start,

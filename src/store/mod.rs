@@ -115,7 +115,7 @@ unsafe fn put_inner(
         )));
     }
     // Sources already in the store become references; the rest get blobs.
-    let reused: Vec<Option<ObjectId>> = sources
+    let reused: Vec<Option<crate::shm::Loaded>> = sources
         .iter()
         .map(|s| {
             (opts.reference_loaded && !s.is_empty())
@@ -137,8 +137,8 @@ unsafe fn put_inner(
     for (s, reused) in sources.iter().zip(&reused) {
         if s.is_empty() {
             blob_ids.push(ObjectId::EMPTY_BLOB);
-        } else if let Some(id) = reused {
-            blob_ids.push(*id);
+        } else if let Some(found) = reused {
+            blob_ids.push(found.blob);
             referenced += s.len() as u64;
         } else {
             let b = next
@@ -185,6 +185,17 @@ unsafe fn put_inner(
     {
         root.set(crate::lease::SAVED_AS_KEY, name.as_str());
     }
+    // The objects whose blobs this one shares (see `lease::SHARES_KEY`).
+    let mut shares: Vec<ObjectId> = reused.iter().flatten().filter_map(|l| l.owner).collect();
+    shares.sort_unstable();
+    shares.dedup();
+    if let (false, Some((_, root))) = (
+        shares.is_empty(),
+        levels.first_mut().and_then(|l| l.first_mut()),
+    ) {
+        let ids: Vec<Value> = shares.iter().map(|s| s.to_string().into()).collect();
+        root.set(crate::lease::SHARES_KEY, Value::Array(ids));
+    }
     let mut ids: HashMap<Vec<String>, ObjectId> = HashMap::new();
     for level in levels.into_iter().rev() {
         let mut contents = Vec::with_capacity(level.len());
@@ -211,6 +222,7 @@ unsafe fn put_inner(
             None
         }
     };
+    crate::lease::link_shared(client, id, &shares);
     Ok(PutResult {
         id,
         replaced,

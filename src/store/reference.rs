@@ -8,10 +8,9 @@
 
 use super::source::Source;
 use crate::client::Client;
-use crate::object::ObjectId;
-use crate::shm::{loaded, MappingKind};
+use crate::shm::{loaded, Loaded, MappingKind};
 
-/// The blob `source` can refer to instead of being copied, if any.
+/// The loaded blob `source` can refer to instead of being copied, if any.
 ///
 /// It must be a loaded blob's whole mapping (a part of a blob is copied),
 /// mapped from a memory file this client's vineyardd sent (a blob of
@@ -20,7 +19,7 @@ use crate::shm::{loaded, MappingKind};
 /// if no page of it was written (`crate::pagemap`). The mapping is alive
 /// while registered, and whoever maps a loaded blob holds its lease, so
 /// the blob exists at least until the caller's sources are released.
-pub fn loaded_blob(client: &Client, source: &Source) -> Option<ObjectId> {
+pub fn loaded_blob(client: &Client, source: &Source) -> Option<Loaded> {
     let (start, len) = match *source {
         Source::Contiguous { ptr, len } => (ptr as usize, len),
         Source::Strided {
@@ -39,5 +38,5 @@ pub fn loaded_blob(client: &Client, source: &Source) -> Option<ObjectId> {
         MappingKind::Shared => true,
         MappingKind::Private => crate::pagemap::unchanged(start, len),
     };
-    unchanged.then_some(found.blob)
+    unchanged.then_some(found)
 }
