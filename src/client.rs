@@ -160,10 +160,10 @@ impl Client {
         self.regions.len()
     }
 
-    /// True when this connection maps `file`: then the blobs in it are
-    /// this server's.
-    pub fn maps_file(&self, file: crate::shm::FileKey) -> bool {
-        self.regions.values().any(|r| r.file() == file)
+    /// True when `region` is one of this connection's mappings: then the
+    /// blobs in it are this server's, mapped through this connection.
+    pub fn owns_region(&self, region: crate::shm::RegionKey) -> bool {
+        self.regions.values().any(|r| r.key() == region)
     }
 
     pub(crate) fn call(&mut self, msg: Value, expected: &str) -> Result<Map<String, Value>> {

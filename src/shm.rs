@@ -19,7 +19,7 @@ use crate::object::ObjectId;
 
 pub mod loaded;
 
-pub use loaded::{FileKey, Loaded, MappingKind, Registration};
+pub use loaded::{Loaded, MappingKind, RegionKey, Registration};
 
 /// Granularity of `Region::prefault`'s record of what this mapping has
 /// already faulted in.
@@ -29,7 +29,7 @@ const POPULATED_CHUNK: usize = 256 << 10;
 pub struct Region {
     map: MmapRaw,
     _fd: OwnedFd,
-    file: FileKey,
+    key: RegionKey,
     /// One bit per `POPULATED_CHUNK`: set once `prefault` has faulted the
     /// whole chunk in through this mapping.
     populated: Vec<AtomicU64>,
@@ -41,8 +41,9 @@ impl Region {
         let len =
             usize::try_from(len).map_err(|_| std::io::Error::other("memory file too large"))?;
         // Mapping past the end of the file would turn reads into SIGBUS.
-        let stat = nix::sys::stat::fstat(&fd).map_err(std::io::Error::from)?;
-        let actual = stat.st_size;
+        let actual = nix::sys::stat::fstat(&fd)
+            .map_err(std::io::Error::from)?
+            .st_size;
         if (actual as u64) < len as u64 {
             return Err(std::io::Error::other(format!(
                 "memory file has {actual} bytes, the server announced {len}"
@@ -56,10 +57,7 @@ impl Region {
         Ok(Region {
             map,
             _fd: fd,
-            file: FileKey {
-                dev: stat.st_dev,
-                ino: stat.st_ino,
-            },
+            key: RegionKey::fresh(),
             populated,
         })
     }
@@ -163,9 +161,9 @@ impl Region {
         self.map.as_mut_ptr()
     }
 
-    /// The memory file this region maps.
-    pub fn file(&self) -> FileKey {
-        self.file
+    /// This mapping's key in the registry of loaded blobs.
+    pub fn key(&self) -> RegionKey {
+        self.key
     }
 }
 
@@ -285,7 +283,7 @@ impl BlobBytes {
         loaded::register(Loaded {
             blob: self.id,
             owner,
-            file: region.file(),
+            region: region.key(),
             kind: MappingKind::Shared,
             start: self.as_ptr() as usize,
             len: self.len,
@@ -325,7 +323,7 @@ impl BlobBytes {
         let registration = loaded::register(Loaded {
             blob: self.id,
             owner,
-            file: region.file(),
+            region: region.key(),
             kind: MappingKind::Private,
             start: map.as_mut_ptr() as usize,
             len: map.len(),

@@ -186,7 +186,7 @@ fn the_shared_mapping_is_referenced_while_registered() {
 }
 
 #[test]
-fn a_blob_of_another_vineyardd_is_copied() {
+fn a_blob_of_another_vineyardd_or_connection_is_copied() {
     let (a, b) = (start_server("64Mi"), start_server("64Mi"));
     let (mut ca, mut cb) = (connect(&a), connect(&b));
     let data = pattern(2 * MIB, 4);
@@ -199,6 +199,25 @@ fn a_blob_of_another_vineyardd_is_copied() {
     let there = unsafe { put_raw(&mut cb, private.as_mut_ptr(), private.len(), "copy", true) };
     assert_eq!((there.bytes, there.referenced), (data.len() as u64, 0));
     assert_eq!(load(&mut cb, there.id).as_slice(), &data[..]);
+
+    // Another connection to the same vineyardd holds no lease on the blob
+    // (its loads are its own): it copies too.
+    let mut other = connect(&a);
+    put_bytes(&mut other, &pattern(MIB, 6), "mapped");
+    // SAFETY: as above.
+    let here = unsafe {
+        put_raw(
+            &mut other,
+            private.as_mut_ptr(),
+            private.len(),
+            "copy2",
+            true,
+        )
+    };
+    assert_eq!((here.bytes, here.referenced), (data.len() as u64, 0));
+    // SAFETY: as above.
+    let own = unsafe { put_raw(&mut ca, private.as_mut_ptr(), private.len(), "own", true) };
+    assert_eq!((own.bytes, own.referenced), (0, data.len() as u64));
 }
 
 /// Saves `derived` referencing the blob of `source` as loaded by `c`, and

@@ -12,14 +12,23 @@ use std::sync::Mutex;
 
 use crate::object::ObjectId;
 
-/// Which memory file a mapping shows: the device and inode of the file
-/// vineyardd passed. Every connection to one vineyardd receives the same
-/// file, and a file we map cannot be freed (so its inode reused) while we
-/// map it: equal keys mean the same live vineyardd.
+/// Which mapping of a memory file a blob was loaded through: a number
+/// given to each [`crate::shm::Region`] when it is mapped, never reused in
+/// the process. A region belongs to one connection, and that connection's
+/// references are the leases that keep the blobs loaded through it
+/// allocated: a save references a blob only through the connection that
+/// holds it (not after that connection broke and a new one was made, nor
+/// through another vineyardd).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FileKey {
-    pub dev: u64,
-    pub ino: u64,
+pub struct RegionKey(pub u64);
+
+static NEXT_REGION: AtomicU64 = AtomicU64::new(1);
+
+impl RegionKey {
+    /// A key no region of this process had before.
+    pub fn fresh() -> RegionKey {
+        RegionKey(NEXT_REGION.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 /// How a loaded blob is mapped.
@@ -39,7 +48,7 @@ pub struct Loaded {
     pub blob: ObjectId,
     /// The object the blob was loaded for, when the loader said.
     pub owner: Option<ObjectId>,
-    pub file: FileKey,
+    pub region: RegionKey,
     pub kind: MappingKind,
     pub start: usize,
     pub len: usize,
@@ -123,7 +132,7 @@ mod tests {
         Loaded {
             blob: ObjectId(blob),
             owner: None,
-            file: FileKey { dev: 1, ino: 2 },
+            region: RegionKey(u64::MAX),
             kind: MappingKind::Private,
             start,
             len,

@@ -13,12 +13,14 @@ use crate::shm::{loaded, Loaded, MappingKind};
 /// The loaded blob `source` can refer to instead of being copied, if any.
 ///
 /// It must be a loaded blob's whole mapping (a part of a blob is copied),
-/// mapped from a memory file this client's vineyardd sent (a blob of
-/// another instance, or of a vineyardd since restarted, is copied), and
+/// loaded through this connection (a blob of another instance, of a
+/// vineyardd since restarted, or of a connection since broken, whose
+/// leases went with it, is copied), and
 /// unchanged: a shared mapping always is; a private copy-on-write one is
 /// if no page of it was written (`crate::pagemap`). The mapping is alive
-/// while registered, and whoever maps a loaded blob holds its lease, so
-/// the blob exists at least until the caller's sources are released.
+/// while registered, and the connection that loaded it holds the blob's
+/// lease while it is mapped, so the blob exists at least until the
+/// caller's sources are released.
 pub fn loaded_blob(client: &Client, source: &Source) -> Option<Loaded> {
     let (start, len) = match *source {
         Source::Contiguous { ptr, len } => (ptr as usize, len),
@@ -31,7 +33,7 @@ pub fn loaded_blob(client: &Client, source: &Source) -> Option<Loaded> {
         Source::Strided { .. } => return None,
     };
     let found = loaded::lookup(start, len)?;
-    if !client.maps_file(found.file) {
+    if !client.owns_region(found.region) {
         return None;
     }
     let unchanged = match found.kind {
