@@ -283,13 +283,10 @@ pub fn finish_releases(client: &mut Client) -> Result<Outcome> {
     links.sort_unstable();
     links.dedup();
     links.retain(|l| !retired.iter().any(|(id, _)| id == l));
-    if !links.is_empty() {
-        retired.extend(
-            client
-                .get_data(&links, false, false)?
-                .into_iter()
-                .filter(|(_, m)| is_retired(m)),
-        );
+    // Best effort: a failure here leaves them to their deleter or `gc`,
+    // and must not keep the owners above from being freed.
+    if let (false, Ok(found)) = (links.is_empty(), client.get_data(&links, false, false)) {
+        retired.extend(found.into_iter().filter(|(_, m)| is_retired(m)));
     }
     retired.sort_unstable_by_key(|(id, _)| *id);
     retired.dedup_by_key(|(id, _)| *id);
