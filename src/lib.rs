@@ -7,8 +7,10 @@
 //! mappings) -> `protocol` (pure frame and reply decoding).
 //!
 //! Inside `store`, the order is `store` (put/get, tree flattening) ->
-//! `store::copy` (the parallel copy into blobs) -> `store::source` (what a
-//! put copies from); nothing below imports what is above it.
+//! `store::reference` (sources that are loaded blobs, checked with
+//! `pagemap` against `shm::loaded`) and `store::copy` (the parallel copy
+//! into blobs) -> `store::source` (what a put copies from); nothing below
+//! imports what is above it.
 
 pub mod cli;
 pub mod client;
