@@ -28,8 +28,9 @@ column of 16 and the first rows of another in place and sums the frame, then
 ``summarize_raw(raw)`` sums the original): Kedro's SequentialRunner with the
 default MemoryDataset, which copies ``raw`` for each node (``kedro_inplace``),
 against ours (``ours_inplace``), whose loads are copy-on-write mappings that
-copy only the pages the edit writes. The child imports only numpy and pandas
-at the top (it runs in Kedro 0.18's venv).
+copy only the pages the edit writes. Derive pipeline: see ``benches._derive``.
+The child imports only numpy and pandas at the top (it runs in Kedro 0.18's
+venv).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from benches import _derive
 
 # -- the nodes (module level: ParallelRunner pickles them) ------------------------------
 
@@ -117,9 +120,16 @@ LABELS = {
     "ours_parallel": "ours: ParallelRunner",
     "kedro_inplace": "in-place edit: MemoryDataset (default copy)",
     "ours_inplace": "in-place edit: ours (copy-on-write)",
+    **_derive.LABELS,
 }
+DERIVE = _derive.DERIVE
 #: The contender each one is compared with ("run / ours").
-OURS = {**{c: "ours" for c in SEQUENTIAL}, **{c: "ours_parallel" for c in PARALLEL}, **{c: "ours_inplace" for c in INPLACE}}
+OURS = {
+    **{c: "ours" for c in SEQUENTIAL},
+    **{c: "ours_parallel" for c in PARALLEL},
+    **{c: "ours_inplace" for c in INPLACE},
+    **{c: "ours_derive" for c in DERIVE},
+}
 
 
 def _pipeline(parallel: bool, inplace: bool = False) -> Any:
@@ -194,10 +204,12 @@ def child(spec: dict) -> dict:
     from kedro.io import DataCatalog
 
     contender, tmp = spec["contender"], spec["tmp"]
-    parallel, inplace = contender in PARALLEL, contender in INPLACE
+    parallel, inplace, derive = contender in PARALLEL, contender in INPLACE, contender in DERIVE
     catalog: Any = DataCatalog()
     timed: dict[str, float] = {}
-    if contender == "assign":
+    if derive:
+        catalog = _derive.catalog(contender)
+    elif contender == "assign":
         from kedro.io import MemoryDataset
 
         catalog = DataCatalog({n: MemoryDataset(copy_mode="assign") for n in ("raw", "scaled")})
@@ -213,7 +225,7 @@ def child(spec: dict) -> dict:
         from kedro.io import SharedMemoryDataCatalog
 
         catalog = SharedMemoryDataCatalog()
-    if contender in ("ours", "ours_alloc", "ours_warm", "ours_parallel", "ours_inplace"):
+    if contender in ("ours", "ours_alloc", "ours_warm", "ours_parallel", "ours_inplace", "ours_derive", "ours_derive_copy"):
         from vineyard.contrib.kedro import _connection
         from vineyard.contrib.kedro.runner import ParallelRunner, SequentialRunner
 
@@ -242,10 +254,15 @@ def child(spec: dict) -> dict:
 
         runner = SequentialRunner()
     hooks, acc = _timing_hooks()
+    if contender.startswith("ours_derive"):
+        hooks.register(_derive.store_hook(acc))
     t = time.perf_counter()
-    runner.run(_pipeline(parallel, inplace), catalog, hooks)
+    runner.run(_derive.pipeline() if derive else _pipeline(parallel, inplace), catalog, hooks)
     total = time.perf_counter() - t
     out = {"total": total, "save": acc["save"], "load": acc["load"], "nodes": acc["nodes"], "maxrss": _hwm()}
+    for key in ("store_peak", "store_end"):
+        if key in acc:
+            out[key] = acc[key]
     if timed:
         out["embedded_start"] = timed.get("acquire_embedded")
         out["embedded_stop"] = timed.get("release_embedded")
@@ -379,7 +396,9 @@ def _run_contender(c: str, nbytes: int, ctx: dict, warm: Any, python018: str | N
             server.kill()
 
 
-def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequential", "parallel", "inplace")) -> dict:
+def run(
+    nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequential", "parallel", "inplace", "derive")
+) -> dict:
     """Every pipeline contender of `groups` `reps` times, alternated; statistics per contender."""
     from benches import MiB, kedro018_python, log, stats
 
@@ -387,8 +406,9 @@ def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequentia
     seq = [c for c in SEQUENTIAL if c != "official" or python018] if "sequential" in groups else []
     par = PARALLEL if "parallel" in groups else []
     inp = INPLACE if "inplace" in groups else []
+    der = DERIVE if "derive" in groups else []
     skipped = {} if python018 or not seq else {"official": "no Kedro 0.18.14 venv (set VINEYARD_KEDRO018_PYTHON)"}
-    runs: dict[str, list[dict]] = {c: [] for c in seq + par + inp}
+    runs: dict[str, list[dict]] = {c: [] for c in seq + par + inp + der}
     t0 = time.perf_counter()
     warm = None
     if "ours_warm" in seq:  # one vineyardd for all its runs, warmed by a run that is not counted
@@ -398,7 +418,7 @@ def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequentia
     try:
         if warm:
             run_one("ours_warm", nbytes, sys.executable, ctx["disk"], {"VINEYARD_IPC_SOCKET": warm.socket}, [warm.pid])
-        for group in filter(None, (seq, par, inp)):
+        for group in filter(None, (seq, par, inp, der)):
             for rep in range(reps):
                 for c in group[rep % len(group) :] + group[: rep % len(group)]:
                     runs[c].append(_run_contender(c, nbytes, ctx, warm, python018))
@@ -411,6 +431,7 @@ def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequentia
     ref = next((r["sums"] for c in ("assign", "memory", *runs) for r in runs.get(c, []) if "error" not in r and r["sums"]), {})
     ref_par = next((r["sums"] for c in PARALLEL for r in runs.get(c, []) if "error" not in r and r["sums"]), {})
     ref_inp = next((r["sums"] for c in INPLACE for r in runs.get(c, []) if "error" not in r and r["sums"]), {})
+    ref_der = next((r["sums"] for c in DERIVE for r in runs.get(c, []) if "error" not in r and r["sums"]), {})
     out: dict[str, Any] = {"bytes": nbytes, "reps": reps, "contenders": {}, "skipped": skipped}
     for c, rs in runs.items():
         ok = [r for r in rs if "error" not in r]
@@ -422,12 +443,13 @@ def run(nbytes: int, reps: int, ctx: dict, groups: tuple[str, ...] = ("sequentia
             "ran": len(ok),
             "failed": len(rs) - len(ok),
         }
-        for key in ("total", "save", "load", "wall", "maxrss", "peak_pss", "embedded_start", "embedded_stop", "blob_allocs"):
+        keys = ("total", "save", "load", "wall", "maxrss", "peak_pss", "embedded_start", "embedded_stop", "blob_allocs", "store_peak", "store_end")
+        for key in keys:
             vals = [r.get(key) for r in ok]
             if any(v is not None for v in vals):
                 res[key] = stats(vals)
         res["nodes"] = [r.get("nodes") for r in ok]
-        want = ref_par if c in PARALLEL else ref_inp if c in INPLACE else ref
+        want = ref_par if c in PARALLEL else ref_inp if c in INPLACE else ref_der if c in DERIVE else ref
         res["equal"] = bool(ok) and all(_same(r["sums"], want) and _unedited(r["sums"]) for r in ok)
         if len(ok) < len(rs):
             res["error"] = next(r["error"] for r in rs if "error" in r)[-1500:]

@@ -124,6 +124,7 @@ def pipeline_table(p: dict, md: bool = False) -> str:
         "peak PSS, tree+vineyardd",
         "run / ours",
         "memory / ours",
+        "store peak / at end",
         "equal",
     ]
     rows = []
@@ -137,12 +138,16 @@ def pipeline_table(p: dict, md: bool = False) -> str:
         shape = "two-branch, ParallelRunner" if res["parallel"] else "3 nodes, sequential"
         if res.get("ours") == "ours_inplace":
             shape = "3 nodes, in-place edit"
+        if res.get("ours") == "ours_derive":
+            shape = "6 nodes, derive (assign, select, rename, dict)"
+        peak, end = (res.get(k, {}).get("median") for k in ("store_peak", "store_end"))
+        store = f"{_gb(peak)} / {_gb(end)}" if peak is not None else ""
         kind = f"{shape}, {fmt_size(res['bytes'])}"
         rows.append([
             kind, res["label"], _span(res.get("total")) if tot else "failed", _span(res.get("save")), _span(res.get("load")),
             _overhead(res),
             _startstop(res), _gb(rss), _gb(res.get("peak_pss", {}).get("median")), f"{tot / o_tot:.2f}x" if tot and o_tot else "",
-            f"{m / o_m:.2f}x" if m and o_m else "", "yes" if res["equal"] else "NO",
+            f"{m / o_m:.2f}x" if m and o_m else "", store, "yes" if res["equal"] else "NO",
         ])  # fmt: skip
     return _table(header, rows, md)
 

@@ -50,7 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--big-reps", type=int, default=5, help="repetitions of frames over 256 MiB (default 5)")
     p.add_argument("--pipeline-reps", type=int, default=3, help="runs of each pipeline contender (default 3)")
     p.add_argument("--tiny", type=int, default=1000, help="tiny objects saved and loaded (default 1000)")
-    p.add_argument("--parts", default="micro,scaling,pipelines", help="comma list of the parts to run")
+    p.add_argument(
+        "--parts",
+        default="micro,scaling,pipelines",
+        help="comma list of the parts to run (micro, scaling, pipelines; derive: only the derive pipeline)",
+    )
     p.add_argument("--out", default=str(ROOT / "benches" / "out"), help="output directory (default benches/out)")
     p.add_argument("--publish", action="store_true", help="also write benches/results/bench.{png,json}")
     p.add_argument("--smoke", action="store_true", help="tiny sizes and one pass, for CI")
@@ -140,6 +144,7 @@ def targets(data: dict) -> list[dict]:
     add("pipeline peak RSS <= 0.5x official plugin's", div(pm("ours", "maxrss"), pm("official", "maxrss")), 0.5, "<=")
     add("ParallelRunner >= 3x faster than Kedro's", div(pm("kedro_parallel"), pm("ours_parallel")), 3.0, ">=")
     add("in-place-edit pipeline <= default MemoryDataset", div(pm("ours_inplace"), pm("kedro_inplace")), 1.0, "<=")
+    add("derive pipeline <= 1.2x MemoryDataset assign", div(pm("ours_derive"), pm("assign_derive")), 1.2, "<=")
     sc = data.get("scaling", {})
     cols = [r for r in sc.get("columns", []) if r.get("columns") == 1000]
     if cols:
@@ -242,10 +247,13 @@ def main(argv: list[str] | None = None) -> int:
             seq = _pipelines.run(args.pipeline_b, args.pipeline_reps, ctx, groups=("sequential",))
             par = _pipelines.run(args.parallel_b, args.pipeline_reps, ctx, groups=("parallel",))
             inp = _pipelines.run(args.pipeline_b, args.pipeline_reps, ctx, groups=("inplace",))
-            for other in (par, inp):
+            der = _pipelines.run(args.pipeline_b, args.pipeline_reps, ctx, groups=("derive",))
+            for other in (par, inp, der):
                 seq["contenders"].update(other["contenders"])
                 seq["seconds"] += other["seconds"]
             data["pipelines"] = seq
+        elif "derive" in args.parts:
+            data["pipelines"] = _pipelines.run(args.pipeline_b, args.pipeline_reps, ctx, groups=("derive",))
     finally:
         if ctx.get("official"):
             ctx["official"].close()

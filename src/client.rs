@@ -149,6 +149,12 @@ impl Client {
         self.regions.len()
     }
 
+    /// True when `region` is one of this connection's mappings: then the
+    /// blobs in it are this server's, mapped through this connection.
+    pub fn owns_region(&self, region: crate::shm::RegionKey) -> bool {
+        self.regions.values().any(|r| r.key() == region)
+    }
+
     /// Sends one request and reads its reply into the request's reply type.
     pub(crate) fn request<R: Request>(&mut self, req: &R) -> Result<R::Reply> {
         let reply = self.call(&Encoded::new(req)?)?;

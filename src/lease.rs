@@ -67,6 +67,18 @@ pub const RETIRED_LABEL: &str = "vineyard_kedro.retired";
 /// The root field of every named object we store: the name it was saved as.
 pub const SAVED_AS_KEY: &str = "vineyard_kedro_saved_as_";
 
+/// The root field of an object that references blobs it did not create:
+/// the objects they were loaded for (`store::put`). Each of those carries
+/// the label [`SHARED_BY_LABEL`]`<id>` back. A blob two objects share may
+/// be mapped through either one; whoever lets go of it last looks at both
+/// (see [`finish_releases`]), so an object retired while the blob was
+/// mapped through the other one is still freed when it becomes unused.
+pub const SHARES_KEY: &str = "vineyard_kedro_shares_";
+
+/// Label prefix: `vineyard_kedro.shared_by.<id>` on an object whose blobs
+/// object `<id>` references.
+pub const SHARED_BY_LABEL: &str = "vineyard_kedro.shared_by.";
+
 /// What a delete did with each object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -91,6 +103,53 @@ pub fn is_retired(meta: &ObjectMeta) -> bool {
             .is_some_and(|v| v.get(RETIRED_LABEL).is_some()),
         Some(Value::Object(m)) => m.contains_key(RETIRED_LABEL),
         _ => false,
+    }
+}
+
+/// The objects that share blobs with this one, by [`SHARES_KEY`] and
+/// [`SHARED_BY_LABEL`].
+pub fn linked(meta: &ObjectMeta) -> Vec<ObjectId> {
+    let mut out: Vec<ObjectId> = match meta.get(SHARES_KEY) {
+        Some(Value::Array(ids)) => ids.iter().filter_map(ObjectId::from_json).collect(),
+        _ => Vec::new(),
+    };
+    let labels = match meta.get("__labels") {
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok(),
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        _ => None,
+    };
+    if let Some(Value::Object(m)) = labels {
+        out.extend(
+            m.keys()
+                .filter_map(|k| k.strip_prefix(SHARED_BY_LABEL))
+                .filter_map(ObjectId::parse),
+        );
+    }
+    out
+}
+
+/// Labels each of `owners` (objects whose blobs `id` references) with the
+/// link back to `id`. Best effort: an owner deleted meanwhile needs none,
+/// and a missing label only leaves a retired owner to the deleter's
+/// process or `gc`.
+pub fn link_shared(client: &mut Client, id: ObjectId, owners: &[ObjectId]) {
+    let key = format!("{SHARED_BY_LABEL}{id}");
+    let keys = [key.as_str()];
+    let Ok(msgs) = owners
+        .iter()
+        .map(|o| {
+            Encoded::new(&Label {
+                id: *o,
+                keys: &keys,
+                values: &["1"],
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+    else {
+        return;
+    };
+    if !msgs.is_empty() {
+        let _ = client.call_many(&msgs);
     }
 }
 
@@ -227,18 +286,28 @@ pub fn release_unanswered(
 /// retired (and no one maps any more).
 pub fn finish_releases(client: &mut Client) -> Result<Outcome> {
     let mut retired: Vec<(ObjectId, ObjectMeta)> = Vec::new();
+    let mut links: Vec<ObjectId> = Vec::new();
     // Release errors (a blob this connection did not hold) change nothing.
     for (request, reply) in client.take_answered()? {
         let (GetData::TYPE, Ok(reply)) = (request, reply) else {
             continue;
         };
-        retired.extend(
-            client
-                .read::<DataReply>(reply, request)?
-                .trees()
-                .into_iter()
-                .filter(|(_, m)| is_retired(m)),
-        );
+        for (id, m) in client.read::<DataReply>(reply, request)?.trees() {
+            links.extend(linked(&m));
+            if is_retired(&m) {
+                retired.push((id, m));
+            }
+        }
+    }
+    // Objects sharing the released blobs may have been retired while they
+    // were mapped through these owners: look at them too.
+    links.sort_unstable();
+    links.dedup();
+    links.retain(|l| !retired.iter().any(|(id, _)| id == l));
+    // Best effort: a failure here leaves them to their deleter or `gc`,
+    // and must not keep the owners above from being freed.
+    if let (false, Ok(found)) = (links.is_empty(), client.get_data(&links, false, false)) {
+        retired.extend(found.into_iter().filter(|(_, m)| is_retired(m)));
     }
     retired.sort_unstable_by_key(|(id, _)| *id);
     retired.dedup_by_key(|(id, _)| *id);

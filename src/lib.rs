@@ -8,8 +8,10 @@
 //! one module per family).
 //!
 //! Inside `store`, the order is `store` (put/get, tree flattening) ->
-//! `store::copy` (the parallel copy into blobs) -> `store::source` (what a
-//! put copies from); nothing below imports what is above it.
+//! `store::reference` (sources that are loaded blobs, checked with
+//! `pagemap` against `shm::loaded`) and `store::copy` (the parallel copy
+//! into blobs) -> `store::source` (what a put copies from); nothing below
+//! imports what is above it.
 
 pub mod alloc;
 pub mod cli;
@@ -21,6 +23,7 @@ pub mod lease;
 pub mod migrate;
 pub mod names;
 pub mod object;
+pub mod pagemap;
 pub mod protocol;
 pub mod server;
 pub mod shm;

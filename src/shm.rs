@@ -17,6 +17,10 @@ use nix::errno::Errno;
 
 use crate::object::ObjectId;
 
+pub mod loaded;
+
+pub use loaded::{Loaded, MappingKind, RegionKey, Registration};
+
 /// Granularity of `Region::prefault`'s record of what this mapping has
 /// already faulted in.
 const POPULATED_CHUNK: usize = 256 << 10;
@@ -25,6 +29,7 @@ const POPULATED_CHUNK: usize = 256 << 10;
 pub struct Region {
     map: MmapRaw,
     _fd: OwnedFd,
+    key: RegionKey,
     /// One bit per `POPULATED_CHUNK`: set once `prefault` has faulted the
     /// whole chunk in through this mapping.
     populated: Vec<AtomicU64>,
@@ -52,6 +57,7 @@ impl Region {
         Ok(Region {
             map,
             _fd: fd,
+            key: RegionKey::fresh(),
             populated,
         })
     }
@@ -159,6 +165,11 @@ impl Region {
     /// Base address of the mapping.
     pub fn base(&self) -> *mut u8 {
         self.map.as_mut_ptr()
+    }
+
+    /// This mapping's key in the registry of loaded blobs.
+    pub fn key(&self) -> RegionKey {
+        self.key
     }
 }
 
@@ -269,12 +280,39 @@ impl BlobBytes {
         self.region.as_ref()
     }
 
+    /// Records this range of the shared mapping in the registry of loaded
+    /// blobs, as loaded for `owner`, for as long as the returned value
+    /// lives (`None` for empty blobs). For bytes handed out read-only,
+    /// which stay the blob's.
+    pub fn register_shared(&self, owner: Option<ObjectId>) -> Option<Registration> {
+        let region = self.region.as_ref()?;
+        loaded::register(Loaded {
+            blob: self.id,
+            owner,
+            region: region.key(),
+            kind: MappingKind::Shared,
+            start: self.as_ptr() as usize,
+            len: self.len,
+        })
+    }
+
     /// The same bytes in a mapping of their own, copy-on-write: see
     /// [`Region::map_private`]. Each call maps anew, so two calls never see
-    /// each other's writes.
+    /// each other's writes. The mapping is in the registry of loaded blobs
+    /// while it lives.
     pub fn map_private(&self) -> Result<PrivateBytes, crate::Error> {
+        self.map_private_for(None)
+    }
+
+    /// [`BlobBytes::map_private`], registered as loaded for `owner` (the
+    /// object a save that references the blob links to, see
+    /// `crate::lease::SHARES_KEY`).
+    pub fn map_private_for(&self, owner: Option<ObjectId>) -> Result<PrivateBytes, crate::Error> {
         let Some(region) = &self.region else {
-            return Ok(PrivateBytes { map: None });
+            return Ok(PrivateBytes {
+                _registration: None,
+                map: None,
+            });
         };
         let map = region
             .map_private(self.offset, self.len)
@@ -288,7 +326,18 @@ impl BlobBytes {
                 },
                 source,
             })?;
-        Ok(PrivateBytes { map: Some(map) })
+        let registration = loaded::register(Loaded {
+            blob: self.id,
+            owner,
+            region: region.key(),
+            kind: MappingKind::Private,
+            start: map.as_mut_ptr() as usize,
+            len: map.len(),
+        });
+        Ok(PrivateBytes {
+            _registration: registration,
+            map: Some(map),
+        })
     }
 }
 
@@ -300,6 +349,8 @@ impl BlobBytes {
 /// reuse the pages not yet copied.
 #[derive(Debug)]
 pub struct PrivateBytes {
+    /// Dropped first: the entry goes before the mapping does.
+    _registration: Option<Registration>,
     map: Option<MmapRaw>,
 }
 

@@ -229,6 +229,7 @@ fn a_save_that_knows_what_its_name_points_to_names_and_releases_the_same() {
             persist: true,
             name: Some("run/x".into()),
             previous: Some(previous),
+            ..Default::default()
         };
         // SAFETY: `data` outlives the call and is not modified during it.
         unsafe { store::put(w, &tree, &[Source::from_slice(&data)], &opts) }.expect("put")
@@ -264,6 +265,7 @@ fn the_loser_of_two_saves_racing_on_one_name_is_reclaimed_by_gc_orphans() {
             persist: true,
             name: Some("race/x".into()),
             previous: Some(None),
+            ..Default::default()
         };
         // SAFETY: `data` outlives the call and is not modified during it.
         unsafe { store::put(w, &tree, &[Source::from_slice(&data)], &opts) }

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::client::Lease;
-use crate::PrivateBytes;
+use crate::{ObjectId, PrivateBytes};
 
 /// The bytes of one blob in shared memory, as loaded once (zero-copy).
 ///
@@ -29,15 +29,19 @@ use crate::PrivateBytes;
 #[pyclass(name = "Blob", module = "vineyard.contrib.kedro._core", frozen)]
 pub struct PyBlob {
     lease: Arc<Lease>,
+    /// The object this load was of (a save that references the blob links
+    /// to it).
+    owner: ObjectId,
     /// Mapped on first use; dropped with this object, after every array
     /// over it (they hold it as their base).
     private: OnceLock<PrivateBytes>,
 }
 
 impl PyBlob {
-    pub(super) fn new(lease: Arc<Lease>) -> PyBlob {
+    pub(super) fn new(lease: Arc<Lease>, owner: ObjectId) -> PyBlob {
         PyBlob {
             lease,
+            owner,
             private: OnceLock::new(),
         }
     }
@@ -47,7 +51,7 @@ impl PyBlob {
         if let Some(p) = self.private.get() {
             return Ok(p);
         }
-        let mapped = self.lease.bytes.map_private()?;
+        let mapped = self.lease.bytes.map_private_for(Some(self.owner))?;
         // Another thread may have won the race: its mapping is the one every
         // array uses, and ours is unmapped here.
         Ok(self.private.get_or_init(|| mapped))

@@ -29,12 +29,16 @@ use super::lifetimes::{
     release_dropped, Released, State,
 };
 use super::sources::sources_of;
+use crate::shm::Registration;
 use crate::store::{self, PutOptions};
 use crate::{BlobBytes, Client, Error, ObjectId, Timeouts};
 
 /// A mapped blob kept alive while any Python object refers to it. When the
 /// last view goes, its connection's reference is released (see `Released`).
 pub(super) struct Lease {
+    /// This blob's entry in the registry of loaded blobs (the shared
+    /// mapping, read only by what we hand out); goes before the bytes.
+    pub(super) _shown: Option<Registration>,
     pub(super) bytes: BlobBytes,
     pub(super) released: Arc<Released>,
 }
@@ -103,6 +107,12 @@ fn drop_in_background(c: Client) {
         .spawn(move || drop(c));
 }
 
+/// Saves reference the loaded blobs they contain unchanged, unless the
+/// environment says `VINEYARD_KEDRO_REFERENCE=0` (to compare with copying).
+fn reference_enabled() -> bool {
+    std::env::var_os("VINEYARD_KEDRO_REFERENCE").is_none_or(|v| v != "0")
+}
+
 fn oid(id: u64) -> ObjectId {
     ObjectId(id)
 }
@@ -167,7 +177,11 @@ impl PyClient {
     /// Stores `tree` (a dict; nested dicts are members, `{"__blob__": i}` is
     /// `buffers[i]`) as one object. A buffer is an object that owns its
     /// memory: bytes, a numpy array (copied in C order; rows that are
-    /// contiguous are gathered in place), or any buffer-protocol object. Returns `(id, replaced_id_or_None, nbytes)`.
+    /// contiguous are gathered in place), or any buffer-protocol object.
+    /// Returns `(id, replaced_id_or_None, bytes_copied, bytes_referenced)`:
+    /// a buffer that is exactly an unchanged blob this process loaded
+    /// through this connection is referenced, not copied, unless
+    /// `VINEYARD_KEDRO_REFERENCE` is `0`.
     /// The object that `name` pointed to before is deleted (retired while
     /// any process maps it).
     ///
@@ -186,9 +200,10 @@ impl PyClient {
         name: Option<String>,
         persist: bool,
         private: bool,
-    ) -> PyResult<(u64, Option<u64>, u64)> {
+    ) -> PyResult<(u64, Option<u64>, u64, u64)> {
         let tree = to_json(tree)?;
         let (sources, owners) = sources_of(&buffers)?;
+        let reference_loaded = reference_enabled();
         let res = self.with(py, move |st| {
             let private = private.then_some(name.as_ref()).flatten().cloned();
             let previous = private.as_ref().map(|n| st.own_names.get(n).copied());
@@ -196,6 +211,7 @@ impl PyClient {
                 persist,
                 name,
                 previous,
+                reference_loaded,
             };
             // SAFETY: every source points into memory owned by an object in
             // `owners` (see `sources_of`), which lives on this stack frame
@@ -213,7 +229,12 @@ impl PyClient {
             Ok(r)
         })?;
         drop(owners);
-        Ok((res.id.value(), res.replaced.map(ObjectId::value), res.bytes))
+        Ok((
+            res.id.value(),
+            res.replaced.map(ObjectId::value),
+            res.bytes,
+            res.referenced,
+        ))
     }
 
     /// Loads an object: `(id, meta_dict, {blob_id: Blob})`. Objects held by
@@ -298,6 +319,7 @@ impl PyClient {
                     Some(l) if l.bytes.len() == bytes.len() => l,
                     _ => {
                         let l = Arc::new(Lease {
+                            _shown: bytes.register_shared(Some(f.id)),
                             bytes,
                             released: released.clone(),
                         });
@@ -306,7 +328,12 @@ impl PyClient {
                     }
                 };
                 if bid != ObjectId::EMPTY_BLOB {
-                    st.held.entry(bid).or_insert(f.id);
+                    // Objects may share a blob (a save references what it
+                    // loaded): the release frees whichever was retired.
+                    let owners = st.held.entry(bid).or_default();
+                    if !owners.contains(&f.id) {
+                        owners.push(f.id);
+                    }
                 }
                 leases.insert(bid, lease);
             }
@@ -315,7 +342,7 @@ impl PyClient {
         let (id, meta, leases) = fetched;
         let blobs = PyDict::new(py);
         for (bid, lease) in leases {
-            blobs.set_item(bid.value(), Bound::new(py, PyBlob::new(lease))?)?;
+            blobs.set_item(bid.value(), Bound::new(py, PyBlob::new(lease, id))?)?;
         }
         Ok((id.value(), to_py(py, &meta.into_value())?, blobs))
     }
@@ -438,9 +465,9 @@ impl PyClient {
     fn flush(&self, py: Python<'_>, all: bool) -> PyResult<usize> {
         self.with(py, move |st| {
             if all {
-                let held: Vec<(ObjectId, ObjectId)> = st.held.drain().collect();
+                let held: Vec<(ObjectId, Vec<ObjectId>)> = st.held.drain().collect();
                 let blobs: Vec<ObjectId> = held.iter().map(|(b, _)| *b).collect();
-                let mut owners: Vec<ObjectId> = held.iter().map(|(_, o)| *o).collect();
+                let mut owners: Vec<ObjectId> = held.into_iter().flat_map(|(_, o)| o).collect();
                 owners.sort_unstable();
                 owners.dedup();
                 release_blobs(st, &blobs, &owners);

@@ -19,8 +19,8 @@ pub(super) struct State {
     /// Views of mapped blobs, by blob id.
     pub(super) live: HashMap<ObjectId, Weak<Lease>>,
     /// Blobs this connection holds a reference to (a lease), with the
-    /// object each was loaded for.
-    pub(super) held: HashMap<ObjectId, ObjectId>,
+    /// objects each was loaded for (several when objects share the blob).
+    pub(super) held: HashMap<ObjectId, Vec<ObjectId>>,
     /// Objects this client retired and has not seen freed yet.
     pub(super) retired: Vec<ObjectId>,
     /// Names in a run's private namespace that this process saved, with the
@@ -128,9 +128,9 @@ pub(super) fn release_dropped(st: &mut State, released: &Released) {
             continue;
         }
         st.live.remove(&b);
-        if let Some(owner) = st.held.remove(&b) {
+        if let Some(of) = st.held.remove(&b) {
             blobs.push(b);
-            owners.push(owner);
+            owners.extend(of);
         }
     }
     owners.sort_unstable();

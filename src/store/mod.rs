@@ -18,6 +18,7 @@ use crate::shm::BlobBytes;
 
 mod allocated;
 mod copy;
+mod reference;
 mod source;
 
 pub use source::Source;
@@ -58,6 +59,9 @@ pub struct PutOptions {
     /// `get_name` costs time in proportion to the names in the store.
     /// `None`: ask (the default).
     pub previous: Option<Option<ObjectId>>,
+    /// Reference, instead of copying, a source that is exactly an
+    /// unchanged blob this process loaded from the same vineyardd.
+    pub reference_loaded: bool,
 }
 
 /// What a put did.
@@ -69,6 +73,9 @@ pub struct PutResult {
     pub replaced: Option<ObjectId>,
     /// Bytes copied into shared memory.
     pub bytes: u64,
+    /// Bytes of sources that were already blobs of the store, referenced
+    /// by the new object instead of copied.
+    pub referenced: u64,
 }
 
 /// Stores a tree and its buffers as one object, atomically.
@@ -99,7 +106,7 @@ pub unsafe fn put(
     };
     match &res {
         Ok(r) => allocated::stored(&in_place, r.id),
-        Err(_) => cleanup(client, &created, &blobs, !in_place.is_empty()),
+        Err(_) => cleanup(client, &created, &blobs),
     }
     res
 }
@@ -126,7 +133,8 @@ unsafe fn put_inner(
             "the value is nested {depth} levels deep; at most {MAX_TREE_DEPTH} levels of member objects are stored"
         )));
     }
-    // Sources that are blobs of the allocator are sealed where they are.
+    // Sources that are blobs of the allocator are sealed where they are,
+    // sources already in the store become references, the rest get blobs.
     let sealed_here: Vec<Option<ObjectId>> = sources
         .iter()
         .map(|s| {
@@ -136,21 +144,34 @@ unsafe fn put_inner(
         })
         .collect();
     in_place.extend(sealed_here.iter().flatten());
-    let sizes: Vec<u64> = sources
+    let reused: Vec<Option<crate::shm::Loaded>> = sources
         .iter()
         .zip(&sealed_here)
-        .filter(|(s, h)| !s.is_empty() && h.is_none())
+        .map(|(s, here)| {
+            (opts.reference_loaded && !s.is_empty() && here.is_none())
+                .then(|| reference::loaded_blob(client, s))
+                .flatten()
+        })
+        .collect();
+    let sizes: Vec<u64> = sources
+        .iter()
+        .zip(sealed_here.iter().zip(&reused))
+        .filter(|(s, (here, r))| !s.is_empty() && here.is_none() && r.is_none())
         .map(|(s, _)| s.len() as u64)
         .collect();
     *blobs = client.create_buffers(&sizes)?;
     let mut blob_ids = Vec::with_capacity(sources.len());
     let mut jobs = Vec::new();
     let mut next = blobs.iter();
-    for (s, here) in sources.iter().zip(&sealed_here) {
+    let mut referenced = 0u64;
+    for (s, (here, reused)) in sources.iter().zip(sealed_here.iter().zip(&reused)) {
         if s.is_empty() {
             blob_ids.push(ObjectId::EMPTY_BLOB);
         } else if let Some(id) = here {
             blob_ids.push(*id);
+        } else if let Some(found) = reused {
+            blob_ids.push(found.blob);
+            referenced += s.len() as u64;
         } else {
             let b = next
                 .next()
@@ -196,6 +217,17 @@ unsafe fn put_inner(
     {
         root.set(crate::lease::SAVED_AS_KEY, name.as_str());
     }
+    // The objects whose blobs this one shares (see `lease::SHARES_KEY`).
+    let mut shares: Vec<ObjectId> = reused.iter().flatten().filter_map(|l| l.owner).collect();
+    shares.sort_unstable();
+    shares.dedup();
+    if let (false, Some((_, root))) = (
+        shares.is_empty(),
+        levels.first_mut().and_then(|l| l.first_mut()),
+    ) {
+        let ids: Vec<Value> = shares.iter().map(|s| s.to_string().into()).collect();
+        root.set(crate::lease::SHARES_KEY, Value::Array(ids));
+    }
     let mut ids: HashMap<Vec<String>, ObjectId> = HashMap::new();
     for level in levels.into_iter().rev() {
         let mut contents = Vec::with_capacity(level.len());
@@ -226,10 +258,12 @@ unsafe fn put_inner(
             None
         }
     };
+    crate::lease::link_shared(client, id, &shares);
     Ok(PutResult {
         id,
         replaced,
         bytes,
+        referenced,
     })
 }
 
@@ -300,18 +334,19 @@ fn resolve_children(
     Ok(())
 }
 
-/// Best-effort removal of a failed put's objects and blobs. With blobs
-/// sealed in place (`keep_members`), which their arrays still use and the
-/// allocator frees, the objects go one by one, not deep, and the put's own
-/// blobs explicitly.
-fn cleanup(client: &mut Client, created: &[ObjectId], blobs: &[BlobBytes], keep_members: bool) {
+/// Best-effort removal of a failed put's objects and blobs: the objects one
+/// by one, not deep, and the put's own blobs explicitly.
+fn cleanup(client: &mut Client, created: &[ObjectId], blobs: &[BlobBytes]) {
+    // Not deep: members the put did not make (allocator blobs sealed in
+    // place, loaded blobs referenced) belong to others; everything the put
+    // made is in `created` or `blobs`.
     if !created.is_empty() {
-        let _ = client.del_data(created, true, !keep_members);
+        let _ = client.del_data(created, true, false);
     }
     for b in blobs {
         let _ = client.drop_buffer(b.id());
     }
-    if keep_members && !blobs.is_empty() {
+    if !blobs.is_empty() {
         let ids: Vec<ObjectId> = blobs.iter().map(BlobBytes::id).collect();
         let _ = client.del_data(&ids, true, false);
     }

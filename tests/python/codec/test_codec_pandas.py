@@ -375,7 +375,7 @@ def test_reads_the_cpp_spellings_and_cpp_dataframe_index(client):
         "__values_-key-3": '"f"',
         "__values_-value-3": _cpp_tensor(w, f, "float"),
     }
-    object_id, _, _ = client.put(tree, w.buffers, persist=False)
+    object_id, _, _, _ = client.put(tree, w.buffers, persist=False)
     out = get_value(client, id=object_id)
     expected = pd.DataFrame({"a": a, "b": b, "f": f}, index=pd.Index(idx))
     pd.testing.assert_frame_equal(out, expected, check_exact=True, check_column_type=False)
@@ -387,6 +387,6 @@ def test_reads_the_cpp_spellings_and_cpp_dataframe_index(client):
         "length_": 3, "null_count_": 1, "offset_": 0, "nbytes": 13,
         "buffer_": w.memory(arr.buffers()[1]), "null_bitmap_": w.memory(arr.buffers()[0]),
     }  # fmt: skip
-    object_id, _, _ = client.put(tree, w.buffers, persist=False)
+    object_id, _, _, _ = client.put(tree, w.buffers, persist=False)
     assert get_value(client, id=object_id).equals(arr)
     client.delete([object_id])

@@ -22,7 +22,7 @@ from vineyard.contrib.kedro.errors import LayoutError, StoreFullError, VineyardE
 
 
 def put_tree(client, tree, buffers):
-    object_id, _, _ = client.put(tree, buffers, persist=False)
+    object_id, _, _, _ = client.put(tree, buffers, persist=False)
     return object_id
 
 
@@ -288,7 +288,7 @@ def test_invalid_utf8_in_a_string_column_fails_the_load(client, vineyardd, flavo
     w = Writer()
     tree = encode(pd.DataFrame({"s": ["x", "y", "z"]}), w)
     tree["__values_-value-0"] = string_tree(bad, w, flavour)
-    object_id, _, _ = client.put(tree, w.buffers, name=f"bad/utf8_{len(str(flavour))}", persist=True)
+    object_id, _, _, _ = client.put(tree, w.buffers, name=f"bad/utf8_{len(str(flavour))}", persist=True)
     with pytest.raises(LayoutError, match="not valid UTF-8"):
         get_value(client, id=object_id)
     ds = VineyardDataSet(ds_name=f"utf8_{len(str(flavour))}", namespace="bad", vineyard_ipc_socket=vineyardd.socket)
@@ -299,6 +299,6 @@ def test_invalid_utf8_in_a_string_column_fails_the_load(client, vineyardd, flavo
     w = Writer()
     tree = encode(pd.DataFrame({"s": ["x", "y"]}), w)
     tree["__values_-value-0"] = string_tree(good, w, flavour)
-    object_id, _, _ = client.put(tree, w.buffers, persist=False)
+    object_id, _, _, _ = client.put(tree, w.buffers, persist=False)
     assert get_value(client, id=object_id)["s"].tolist() == ["a", "ébc"]
     client.delete([object_id])

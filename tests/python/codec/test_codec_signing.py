@@ -68,7 +68,7 @@ def never_unpickles(monkeypatch):
 
 
 def put_tree(client, tree, w, name=None):
-    object_id, _, _ = client.put(tree, w.buffers, name=name, persist=name is not None)
+    object_id, _, _, _ = client.put(tree, w.buffers, name=name, persist=name is not None)
     return object_id
 
 

@@ -16,6 +16,7 @@ MICRO = {"ours", "ours_fresh", "floor", "floor_warm", "pickle", "parquet", "arro
 SEQUENTIAL = {"memory", "assign", "pickle", "parquet", "ours", "ours_alloc", "ours_warm", "official"}
 PARALLEL = {"kedro_parallel", "ours_parallel"}
 INPLACE = {"kedro_inplace", "ours_inplace"}
+DERIVE = {"kedro_derive", "assign_derive", "ours_derive_copy", "ours_derive"}
 
 
 def test_bench_smoke_runs_every_contender(tmp_path):
@@ -49,7 +50,7 @@ def test_bench_smoke_runs_every_contender(tmp_path):
     assert [r["others"] for r in sizes] == [0, 300] and all(r["equal"] for r in sizes), sizes
 
     contenders = data["pipelines"]["contenders"]
-    expected = SEQUENTIAL | PARALLEL | INPLACE
+    expected = SEQUENTIAL | PARALLEL | INPLACE | DERIVE
     if "official" in data["pipelines"]["skipped"]:
         # Only where no Kedro 0.18.14 venv is given (CI gives one).
         assert not os.environ.get("VINEYARD_KEDRO018_PYTHON"), data["pipelines"]["skipped"]

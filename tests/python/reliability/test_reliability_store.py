@@ -290,7 +290,7 @@ def _template(c, value) -> tuple[dict, list]:
 
 
 def _put_raw(c, tree: dict, buffers: list) -> int:
-    object_id, _, _ = c.put(tree, buffers, persist=False)
+    object_id, _, _, _ = c.put(tree, buffers, persist=False)
     return object_id
 
 

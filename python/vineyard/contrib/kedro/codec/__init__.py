@@ -52,6 +52,9 @@ class PutInfo(NamedTuple):
     typename: str
     #: The object the name pointed to before (now deleted), if any.
     replaced: int | None = None
+    #: Bytes not copied: buffers that were unchanged blobs this process
+    #: loaded, which the new object references.
+    referenced: int = 0
 
 
 def _module(value: Any) -> str:
@@ -125,8 +128,8 @@ def put_value(client: Any, value: Any, name: str | None = None, persist: bool = 
         raise
     except RecursionError as e:
         raise UnsupportedValueError(f"cannot store a {type(value).__qualname__}: nested too deeply") from e
-    object_id, replaced, nbytes = client.put(tree, w.buffers, name=name, persist=persist, private=private)
-    return PutInfo(object_id, nbytes, tree["typename"], replaced)
+    object_id, replaced, nbytes, referenced = client.put(tree, w.buffers, name=name, persist=persist, private=private)
+    return PutInfo(object_id, nbytes, tree["typename"], replaced, referenced)
 
 
 def get_value(
