@@ -60,7 +60,7 @@ def test_put_takes_owning_objects_and_stores_their_c_order_bytes(client):
         bytes(b) if not isinstance(b, np.ndarray | np.generic) else np.ascontiguousarray(b).tobytes() for b in buffers[:-1]
     ]
     expected.append(np.arange(8, dtype=np.int16)[::2].tobytes())
-    object_id, _, nbytes = client.put(blob_tree(len(buffers)), buffers, persist=False)
+    object_id, _, nbytes, _ = client.put(blob_tree(len(buffers)), buffers, persist=False)
     try:
         assert stored_bytes(client, object_id, len(buffers)) == expected
         assert nbytes == sum(len(e) for e in expected)
