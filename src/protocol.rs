@@ -204,11 +204,7 @@ pub fn check_reply(
             .as_i64()
             .ok_or_else(|| ctx.protocol("error code is not an integer"))?;
         if code != 0 {
-            let message = reply
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let message = shortened(reply.get("message").and_then(Value::as_str).unwrap_or(""));
             return Err(match code {
                 CODE_OBJECT_NOT_EXISTS => Error::NotFound {
                     socket: ctx.socket.to_path_buf(),
@@ -228,6 +224,28 @@ pub fn check_reply(
         Some(t) => Err(ctx.protocol(format!("expected {expected}, got {t}"))),
         None => Err(ctx.protocol(format!("reply has no type (expected {expected})"))),
     }
+}
+
+/// The longest error message kept from a reply, in bytes.
+const MAX_MESSAGE: usize = 2048;
+
+/// An error reply's message, cut to [`MAX_MESSAGE`] bytes (on a character
+/// boundary): vineyardd echoes request contents in some messages, so a
+/// refused create of a large tree would otherwise raise an error megabytes
+/// long (12 MB seen).
+fn shortened(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message.to_string();
+    }
+    let mut end = MAX_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}... ({} more bytes)",
+        &message[..end],
+        message.len() - end
+    )
 }
 
 /// True for the server's "not enough memory" code.
@@ -438,6 +456,22 @@ mod tests {
             check_reply(reply, "get_name_reply", ctx()),
             Err(Error::Protocol { .. })
         ));
+    }
+
+    #[test]
+    fn long_error_messages_are_cut() {
+        let long = "é".repeat(1_000_000);
+        let reply = json!({"code": 7, "message": long})
+            .as_object()
+            .unwrap()
+            .clone();
+        let Err(Error::Server { message, code, .. }) = check_reply(reply, "x_reply", ctx()) else {
+            panic!("not a server error");
+        };
+        assert_eq!(code, 7);
+        assert!(message.len() < MAX_MESSAGE + 40, "{}", message.len());
+        assert!(message.starts_with("éé") && message.ends_with("more bytes)"));
+        assert_eq!(shortened("short"), "short");
     }
 
     #[test]
