@@ -136,6 +136,9 @@ def targets(data: dict) -> list[dict]:
     add("pipeline <= 1.5x assign, long-lived vineyardd (not the default)", div(pm("ours_warm"), pm("assign")), 1.5, "<=")
     add("pipeline <= 0.4x default MemoryDataset", div(pm("ours"), pm("memory")), 0.4, "<=")
     add("pipeline with the allocator <= 1.2x assign (embedded vineyardd)", div(pm("ours_alloc"), pm("assign")), 1.2, "<=")
+    # the condition for the allocator being on by default
+    add("pipeline with the allocator no slower than without it", div(pm("ours_alloc"), pm("ours")), 1.0, "<=")
+    add("ParallelRunner with the allocator no slower than without it", div(pm("ours_parallel_alloc"), pm("ours_parallel")), 1.0, "<=")
     one = data.get("pipelines", {}).get("bytes")
     ours_peak, alloc_peak = pm("ours", "peak_pss"), pm("ours_alloc", "peak_pss")
     if one and ours_peak and alloc_peak:  # the allocator's peak PSS at most the copying run's less one intermediate

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 MICRO = {"ours", "ours_fresh", "floor", "floor_warm", "pickle", "parquet", "arrow", "official", "official_fresh"}
 SEQUENTIAL = {"memory", "assign", "pickle", "parquet", "ours", "ours_alloc", "ours_warm", "official"}
-PARALLEL = {"kedro_parallel", "ours_parallel"}
+PARALLEL = {"kedro_parallel", "ours_parallel", "ours_parallel_alloc"}
 INPLACE = {"kedro_inplace", "ours_inplace"}
 DERIVE = {"kedro_derive", "assign_derive", "ours_derive_copy", "ours_derive"}
 

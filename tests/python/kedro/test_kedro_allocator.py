@@ -348,12 +348,16 @@ def test_parallel_runner_workers_install_the_handler_in_their_own_process(vineya
     assert not _core.allocator_active()
 
 
-def test_the_switch_defaults_off_and_reads_the_environment(monkeypatch):
+def test_the_switch_defaults_on_and_reads_the_environment(monkeypatch):
     monkeypatch.delenv("VINEYARD_KEDRO_ALLOCATOR", raising=False)
-    assert SequentialRunner()._vineyard_allocator is False  # noqa: SLF001
-    monkeypatch.setenv("VINEYARD_KEDRO_ALLOCATOR", "1")
     assert SequentialRunner()._vineyard_allocator is True  # noqa: SLF001
-    assert SequentialRunner(allocator="0")._vineyard_allocator is False  # noqa: SLF001 - the parameter wins
+    assert ParallelRunner()._vineyard_allocator is True  # noqa: SLF001
+    assert ThreadRunner(allocator="false")._vineyard_allocator is False  # noqa: SLF001
+    monkeypatch.setenv("VINEYARD_KEDRO_ALLOCATOR", "0")
+    assert SequentialRunner()._vineyard_allocator is False  # noqa: SLF001
+    assert SequentialRunner(allocator="1")._vineyard_allocator is True  # noqa: SLF001 - the parameter wins
+    monkeypatch.setenv("VINEYARD_KEDRO_ALLOCATOR", "1")
+    assert SequentialRunner(allocator=False)._vineyard_allocator is False  # noqa: SLF001
     monkeypatch.setenv("VINEYARD_KEDRO_ALLOCATOR_THRESHOLD", "lots")
     with pytest.raises(ValueError, match="VINEYARD_KEDRO_ALLOCATOR_THRESHOLD"):
         SequentialRunner()

@@ -29,7 +29,7 @@ from vineyard.contrib.kedro.runner._run import as_bool
 
 logger = logging.getLogger("vineyard.contrib.kedro")
 
-#: Turns the allocator on (1) or off (0); the runner parameter ``allocator`` wins.
+#: Turns the allocator off (0) or on (1, the default); the runner parameter ``allocator`` wins.
 ENV_ALLOCATOR = "VINEYARD_KEDRO_ALLOCATOR"
 #: Smallest array, in bytes, whose memory comes from a blob.
 ENV_THRESHOLD = "VINEYARD_KEDRO_ALLOCATOR_THRESHOLD"

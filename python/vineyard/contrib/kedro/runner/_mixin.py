@@ -27,8 +27,8 @@ class VineyardRunnerMixin:
       vineyardd's ``--size`` (default: half the machine's memory);
     - ``keep_objects`` (``VINEYARD_KEDRO_KEEP_OBJECTS``): keep the run's
       objects in vineyardd afterwards (needs a long-lived vineyardd);
-    - ``allocator`` (``VINEYARD_KEDRO_ALLOCATOR``, off by default): numpy
-      arrays of at least ``allocator_threshold`` bytes
+    - ``allocator`` (``VINEYARD_KEDRO_ALLOCATOR``, on by default; 0 turns it
+      off): numpy arrays of at least ``allocator_threshold`` bytes
       (``VINEYARD_KEDRO_ALLOCATOR_THRESHOLD``, default 16 MiB) made inside
       node functions live in vineyard blobs (see ``_allocator``).
     """
@@ -37,7 +37,7 @@ class VineyardRunnerMixin:
         self._vineyard_socket = kwargs.pop("vineyard_ipc_socket", None) or None
         self._vineyard_size = kwargs.pop("vineyard_size", None) or os.environ.get(_connection.ENV_EMBEDDED_SIZE) or None
         self._vineyard_keep = as_bool(kwargs.pop("keep_objects", os.environ.get(ENV_KEEP, False)))
-        self._vineyard_allocator = _allocator.enabled(kwargs.pop("allocator", None))
+        self._vineyard_allocator = _allocator.enabled(kwargs.pop("allocator", None), default=True)
         self._vineyard_threshold = _allocator.parse_threshold(
             kwargs.pop("allocator_threshold", None) or os.environ.get(_allocator.ENV_THRESHOLD) or _allocator.DEFAULT_THRESHOLD
         )
