@@ -178,6 +178,8 @@ def mark_unsupported(records: list[dict]) -> None:
 
 def smoke_problems(data: dict) -> list[str]:
     """Contenders that did not run or did not give back equal results."""
+    from benches._pipelines import ALLOC
+
     problems = []
     missing_official = not data["config"]["official_python"]
     records = data.get("micro", []) + [r for k in ("bytes", "columns", "objects") for r in data.get("scaling", {}).get(k, [])]
@@ -198,7 +200,7 @@ def smoke_problems(data: dict) -> list[str]:
             problems.append(f"pipeline {key} failed: {res.get('error', '')[-300:]}")
         elif not res["equal"]:
             problems.append(f"pipeline {key} gave different results")
-        elif key in _pipelines.ALLOC and not (res.get("blob_allocs") or {}).get("median"):
+        elif key in ALLOC and not (res.get("blob_allocs") or {}).get("median"):
             problems.append(f"pipeline {key} allocated no array in a blob")
     return problems
 

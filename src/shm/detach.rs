@@ -15,6 +15,9 @@
 //! its addresses, and an access from another thread meanwhile sees the
 //! file. A kernel without `MREMAP_DONTUNMAP` for shared mappings (before
 //! 5.13), or a range that spans two mappings, takes the plain `MAP_FIXED`.
+//!
+//! The same thread unmaps the private mappings of loads once they are
+//! dropped (`PrivateBytes`).
 
 use std::ffi::c_void;
 use std::num::NonZeroUsize;
@@ -135,6 +138,18 @@ fn unmap_now((addr, len): Scratch) {
     }
 }
 
+/// Unmaps `map` (a whole mapping of ours) on the background thread.
+pub(super) fn unmap_mapping_later(map: memmap2::MmapRaw) {
+    let page = page_size();
+    let (start, len) = (map.as_mut_ptr() as usize, map.len());
+    // The mapping memmap2 made starts at the page holding `start`.
+    let base = start & !(page - 1);
+    let whole = (start + len - base).next_multiple_of(page);
+    // Unmapped below instead of by memmap2's drop.
+    std::mem::forget(map);
+    unmap_later((base, whole));
+}
+
 /// The background unmapper of this process: (its process id, its queue).
 static UNMAPPER: Mutex<Option<(u32, Sender<Scratch>)>> = Mutex::new(None);
 
@@ -230,6 +245,44 @@ mod tests {
         let at = offset + 7 * page + 3;
         nix::sys::uio::pwrite(r.fd(), &[0x42], at as i64).expect("pwrite");
         assert_eq!(bytes[at], 0x42);
+    }
+
+    #[test]
+    fn dropped_private_mappings_are_unmapped_in_the_background() {
+        let page = page_size();
+        let r = std::sync::Arc::new(region_named(c"vineyard-kedro-dropped", 8 * page));
+        // SAFETY: inside the mapping, used by this test only.
+        unsafe { std::ptr::write_bytes(r.base(), 5, r.len()) };
+        let blob = crate::shm::BlobBytes::new(
+            crate::object::ObjectId(3),
+            r.clone(),
+            (page + 100) as u64,
+            (3 * page) as u64,
+        )
+        .expect("in range");
+        let private = blob.map_private().expect("private map");
+        let at = private.as_mut_ptr() as usize;
+        // SAFETY: 3 pages of the private mapping, used by this test only.
+        assert_eq!(unsafe { *private.as_mut_ptr().add(3 * page - 1) }, 5);
+        assert!(crate::shm::loaded::lookup(at, 3 * page).is_some());
+        let mapped = || {
+            std::fs::read_to_string("/proc/self/maps")
+                .expect("maps")
+                .lines()
+                .filter(|l| l.contains("vineyard-kedro-dropped"))
+                .count()
+        };
+        assert_eq!(mapped(), 2, "the region and the private mapping");
+        drop(private);
+        assert!(
+            crate::shm::loaded::lookup(at, 3 * page).is_none(),
+            "out of the registry at once"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while mapped() > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(mapped(), 1, "the private mapping is gone, the region stays");
     }
 
     #[test]
