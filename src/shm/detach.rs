@@ -22,8 +22,10 @@
 use std::ffi::c_void;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
-use std::sync::mpsc::{channel, Sender};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use nix::sys::mman::{mmap, mmap_anonymous, mremap, munmap, MRemapFlags, MapFlags, ProtFlags};
 
@@ -150,40 +152,85 @@ pub(super) fn unmap_mapping_later(map: memmap2::MmapRaw) {
     unmap_later((base, whole));
 }
 
-/// The background unmapper of this process: (its process id, its queue).
-static UNMAPPER: Mutex<Option<(u32, Sender<Scratch>)>> = Mutex::new(None);
+/// The background unmapper of this process: its process id, a number
+/// telling it from the threads before it, and its queue.
+struct Unmapper {
+    pid: u32,
+    generation: u64,
+    queue: Sender<Scratch>,
+}
 
-/// Unmaps `scratch` on a background thread of this process (started on
-/// first use, again in a forked child), or here if none can be started.
+static UNMAPPER: Mutex<Option<Unmapper>> = Mutex::new(None);
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// How long the unmapper waits for more work before it exits: a process
+/// keeps no thread of ours while it neither saves nor loads (a fork from a
+/// process with threads is what Python warns about).
+const IDLE: Duration = Duration::from_secs(1);
+
+fn unmapper() -> MutexGuard<'static, Option<Unmapper>> {
+    UNMAPPER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Unmaps `scratch` on a background thread of this process (started when
+/// there is none, also in a forked child), or here if none can be started.
 fn unmap_later(scratch: Scratch) {
     let pid = std::process::id();
-    let mut guard = UNMAPPER.lock().unwrap_or_else(|p| p.into_inner());
-    if guard.as_ref().is_none_or(|(owner, _)| *owner != pid) {
+    let mut guard = unmapper();
+    if guard.as_ref().is_none_or(|u| u.pid != pid) {
         let (tx, rx) = channel::<Scratch>();
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         let started = std::thread::Builder::new()
             .name("vineyard-unmap".into())
-            .spawn(move || {
-                for (addr, len) in rx {
-                    // In pieces: an unmap holds the address-space lock
-                    // that the next seal's `mmap` needs, for as long as it
-                    // tears entries down (~40 ms per GiB).
-                    let mut at = 0;
-                    while at < len {
-                        let n = UNMAP_PIECE.min(len - at);
-                        unmap_now((addr + at, n));
-                        at += n;
-                    }
-                }
-            });
-        *guard = started.ok().map(|_| (pid, tx));
+            .spawn(move || unmap_until_idle(&rx, generation));
+        *guard = started.ok().map(|_| Unmapper {
+            pid,
+            generation,
+            queue: tx,
+        });
     }
     let sent = match guard.as_ref() {
-        Some((_, tx)) => tx.send(scratch).map_err(|e| e.0),
+        Some(u) => u.queue.send(scratch).map_err(|e| e.0),
         None => Err(scratch),
     };
     drop(guard);
     if let Err(s) = sent {
         unmap_now(s);
+    }
+}
+
+/// The unmapper's loop: exits once its queue stayed empty for `IDLE`.
+/// Senders send while holding `UNMAPPER`, and the thread retires (drops the
+/// queue's sender) under the same lock after seeing the queue empty, so
+/// nothing sent is left behind.
+fn unmap_until_idle(rx: &Receiver<Scratch>, generation: u64) {
+    loop {
+        let next = match rx.recv_timeout(IDLE) {
+            Ok(s) => s,
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {
+                let mut guard = unmapper();
+                match rx.try_recv() {
+                    Ok(s) => s,
+                    Err(_) => {
+                        if guard.as_ref().is_some_and(|u| u.generation == generation) {
+                            *guard = None;
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        // In pieces: an unmap holds the address-space lock that the next
+        // seal's `mmap` needs, for as long as it tears entries down (~40 ms
+        // per GiB).
+        let (addr, len) = next;
+        let mut at = 0;
+        while at < len {
+            let n = UNMAP_PIECE.min(len - at);
+            unmap_now((addr + at, n));
+            at += n;
+        }
     }
 }
 
@@ -283,6 +330,52 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(mapped(), 1, "the private mapping is gone, the region stays");
+    }
+
+    #[test]
+    fn the_unmapper_exits_when_idle_and_comes_back() {
+        let page = page_size();
+        let threads = || {
+            std::fs::read_dir("/proc/self/task")
+                .expect("tasks")
+                .filter_map(|t| t.ok())
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "vineyard-unmap")
+                })
+                .count()
+        };
+        let wait_for = |want: usize| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while threads() != want && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            threads()
+        };
+        let mappings = || {
+            std::fs::read_to_string("/proc/self/maps")
+                .expect("maps")
+                .lines()
+                .filter(|l| l.contains("vineyard-kedro-idle"))
+                .count()
+        };
+        let r = std::sync::Arc::new(region_named(c"vineyard-kedro-idle", 4 * page));
+        for _ in 0..2 {
+            let blob =
+                crate::shm::BlobBytes::new(crate::object::ObjectId(4), r.clone(), 0, page as u64)
+                    .expect("in range");
+            drop(blob.map_private().expect("private map"));
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while mappings() > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(
+                mappings(),
+                1,
+                "the private mapping was unmapped, the region stays"
+            );
+            assert_eq!(wait_for(0), 0, "no unmapper thread once idle");
+        }
     }
 
     #[test]
