@@ -348,26 +348,11 @@ impl BlobBytes {
 /// not keep the blob allocated: whoever holds one must also keep the
 /// blob's [`BlobBytes`] (or a lease on it) alive, so that vineyardd does not
 /// reuse the pages not yet copied.
-///
-/// When dropped, the mapping leaves the registry at once and is unmapped
-/// by a background thread (`detach`): tearing down the entries of the
-/// pages a node read costs ~20 ms per GiB that the run need not wait for.
-/// Nothing refers to its addresses any more, and no new mapping can be
-/// placed there until it is gone.
 #[derive(Debug)]
 pub struct PrivateBytes {
+    /// Dropped first: the entry goes before the mapping does.
     _registration: Option<Registration>,
     map: Option<MmapRaw>,
-}
-
-impl Drop for PrivateBytes {
-    fn drop(&mut self) {
-        // The entry goes before the mapping does.
-        drop(self._registration.take());
-        if let Some(map) = self.map.take() {
-            detach::unmap_mapping_later(map);
-        }
-    }
 }
 
 impl PrivateBytes {

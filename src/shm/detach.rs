@@ -15,9 +15,6 @@
 //! its addresses, and an access from another thread meanwhile sees the
 //! file. A kernel without `MREMAP_DONTUNMAP` for shared mappings (before
 //! 5.13), or a range that spans two mappings, takes the plain `MAP_FIXED`.
-//!
-//! The same thread unmaps the private mappings of loads once they are
-//! dropped (`PrivateBytes`).
 
 use std::ffi::c_void;
 use std::num::NonZeroUsize;
@@ -140,18 +137,6 @@ fn unmap_now((addr, len): Scratch) {
     }
 }
 
-/// Unmaps `map` (a whole mapping of ours) on the background thread.
-pub(super) fn unmap_mapping_later(map: memmap2::MmapRaw) {
-    let page = page_size();
-    let (start, len) = (map.as_mut_ptr() as usize, map.len());
-    // The mapping memmap2 made starts at the page holding `start`.
-    let base = start & !(page - 1);
-    let whole = (start + len - base).next_multiple_of(page);
-    // Unmapped below instead of by memmap2's drop.
-    std::mem::forget(map);
-    unmap_later((base, whole));
-}
-
 /// The background unmapper of this process: its process id, a number
 /// telling it from the threads before it, and its queue.
 struct Unmapper {
@@ -164,8 +149,8 @@ static UNMAPPER: Mutex<Option<Unmapper>> = Mutex::new(None);
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// How long the unmapper waits for more work before it exits: a process
-/// keeps no thread of ours while it neither saves nor loads (a fork from a
-/// process with threads is what Python warns about).
+/// keeps no thread of ours while it does not seal (a fork from a process
+/// with threads is what Python warns about).
 const IDLE: Duration = Duration::from_secs(1);
 
 fn unmapper() -> MutexGuard<'static, Option<Unmapper>> {
@@ -295,44 +280,6 @@ mod tests {
     }
 
     #[test]
-    fn dropped_private_mappings_are_unmapped_in_the_background() {
-        let page = page_size();
-        let r = std::sync::Arc::new(region_named(c"vineyard-kedro-dropped", 8 * page));
-        // SAFETY: inside the mapping, used by this test only.
-        unsafe { std::ptr::write_bytes(r.base(), 5, r.len()) };
-        let blob = crate::shm::BlobBytes::new(
-            crate::object::ObjectId(3),
-            r.clone(),
-            (page + 100) as u64,
-            (3 * page) as u64,
-        )
-        .expect("in range");
-        let private = blob.map_private().expect("private map");
-        let at = private.as_mut_ptr() as usize;
-        // SAFETY: 3 pages of the private mapping, used by this test only.
-        assert_eq!(unsafe { *private.as_mut_ptr().add(3 * page - 1) }, 5);
-        assert!(crate::shm::loaded::lookup(at, 3 * page).is_some());
-        let mapped = || {
-            std::fs::read_to_string("/proc/self/maps")
-                .expect("maps")
-                .lines()
-                .filter(|l| l.contains("vineyard-kedro-dropped"))
-                .count()
-        };
-        assert_eq!(mapped(), 2, "the region and the private mapping");
-        drop(private);
-        assert!(
-            crate::shm::loaded::lookup(at, 3 * page).is_none(),
-            "out of the registry at once"
-        );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while mapped() > 1 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert_eq!(mapped(), 1, "the private mapping is gone, the region stays");
-    }
-
-    #[test]
     fn the_unmapper_exits_when_idle_and_comes_back() {
         let page = page_size();
         let threads = || {
@@ -359,21 +306,18 @@ mod tests {
                 .filter(|l| l.contains("vineyard-kedro-idle"))
                 .count()
         };
-        let r = std::sync::Arc::new(region_named(c"vineyard-kedro-idle", 4 * page));
         for _ in 0..2 {
-            let blob =
-                crate::shm::BlobBytes::new(crate::object::ObjectId(4), r.clone(), 0, page as u64)
-                    .expect("in range");
-            drop(blob.map_private().expect("private map"));
+            let r = region_named(c"vineyard-kedro-idle", TABLE_SPAN + 2 * page);
+            // SAFETY: inside the mapping, used by this test only.
+            unsafe { std::ptr::write_bytes(r.base(), 1, r.len()) };
+            r.make_private(page, TABLE_SPAN).expect("private");
+            // The region, split in three around its private part; the
+            // scratch range goes once the unmapper has run.
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while mappings() > 1 && std::time::Instant::now() < deadline {
+            while mappings() > 3 && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            assert_eq!(
-                mappings(),
-                1,
-                "the private mapping was unmapped, the region stays"
-            );
+            assert_eq!(mappings(), 3, "the scratch range was unmapped");
             assert_eq!(wait_for(0), 0, "no unmapper thread once idle");
         }
     }
