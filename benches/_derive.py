@@ -9,7 +9,9 @@ Kedro's default MemoryDataset (copies on save and load, ``kedro_derive``),
 ``assign_derive``), ours with referencing turned off
 (``VINEYARD_KEDRO_REFERENCE=0``: every save copies, ``ours_derive_copy``) and
 ours (a save references the loaded columns it passes on and copies only the
-new one, ``ours_derive``). For ours the store's memory is sampled after every
+new one, ``ours_derive``) and ours with the NEP 49 allocator (``raw`` and the
+new column are born in vineyard blobs, so no save copies at all,
+``ours_derive_alloc``). For ours the store's memory is sampled after every
 save: its peak, and what it holds after the last save (before the run's
 namespace is deleted).
 
@@ -25,12 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-DERIVE = ["kedro_derive", "assign_derive", "ours_derive_copy", "ours_derive"]
+DERIVE = ["kedro_derive", "assign_derive", "ours_derive_copy", "ours_derive", "ours_derive_alloc"]
 LABELS = {
     "kedro_derive": "derive: MemoryDataset (default copy)",
     "assign_derive": "derive: MemoryDataset copy_mode=assign",
     "ours_derive_copy": "derive: ours, referencing off (copies)",
     "ours_derive": "derive: ours (references loaded columns)",
+    "ours_derive_alloc": "derive: ours with the allocator (columns born in blobs)",
 }
 INTERMEDIATES = ("raw", "with_ratio", "narrow", "renamed", "bundle")
 

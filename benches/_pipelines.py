@@ -125,6 +125,8 @@ LABELS = {
     **_derive.LABELS,
 }
 DERIVE = _derive.DERIVE
+#: The contenders that run with the NEP 49 allocator.
+ALLOC = ("ours_alloc", "ours_parallel_alloc", "ours_derive_alloc")
 #: The contender each one is compared with ("run / ours").
 OURS = {
     **{c: "ours" for c in SEQUENTIAL},
@@ -227,7 +229,7 @@ def child(spec: dict) -> dict:
         from kedro.io import SharedMemoryDataCatalog
 
         catalog = SharedMemoryDataCatalog()
-    if contender in ("ours", "ours_alloc", "ours_warm", "ours_parallel", "ours_parallel_alloc", "ours_inplace", "ours_derive", "ours_derive_copy"):
+    if contender in ALLOC or contender in ("ours", "ours_warm", "ours_parallel", "ours_inplace", "ours_derive", "ours_derive_copy"):
         from vineyard.contrib.kedro import _connection
         from vineyard.contrib.kedro.runner import ParallelRunner, SequentialRunner
 
@@ -244,7 +246,7 @@ def child(spec: dict) -> dict:
             setattr(_connection, fn, wrapped)
         # The allocator (on by default) only in the *_alloc rows: every other
         # row is comparable with the figures measured before it was the default.
-        alloc = contender in ("ours_alloc", "ours_parallel_alloc")
+        alloc = contender in ALLOC
         runner = ParallelRunner(allocator=alloc) if parallel else SequentialRunner(allocator=alloc)
     elif contender == "official":
         from vineyard.contrib.kedro.runner import SequentialRunner  # the official plugin, in its venv
@@ -273,7 +275,7 @@ def child(spec: dict) -> dict:
         out["embedded_stop"] = timed.get("release_embedded")
     if parallel:
         out["save"] = out["load"] = None  # dataset hooks run in the worker processes, not here
-    if contender == "ours_alloc":
+    if contender in ALLOC:
         from vineyard.contrib.kedro import _core
 
         out["blob_allocs"] = _core.allocator_stats()["blob_allocs"]
@@ -387,7 +389,7 @@ def _run_contender(c: str, nbytes: int, ctx: dict, warm: Any, python018: str | N
     python, server, pids = sys.executable, None, []
     if c == "ours_warm":
         env, pids = {"VINEYARD_IPC_SOCKET": warm.socket}, [warm.pid]
-    if c in ("ours_alloc", "ours_parallel_alloc"):  # 16 MiB (the default) at 1 GiB; smaller at smoke sizes, so that blobs are used
+    if c in ALLOC:  # 16 MiB (the default) at 1 GiB; smaller at smoke sizes, so that blobs are used
         env["VINEYARD_KEDRO_ALLOCATOR_THRESHOLD"] = str(max(64 << 10, min(16 * MiB, nbytes // 64)))
     if c == "official":  # the official plugin against a vineyardd of its own, started here
         from vineyard.contrib.kedro import _core

@@ -17,6 +17,7 @@ use nix::errno::Errno;
 
 use crate::object::ObjectId;
 
+mod detach;
 pub mod loaded;
 
 pub use loaded::{Loaded, MappingKind, RegionKey, Registration};

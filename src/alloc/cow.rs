@@ -8,8 +8,9 @@
 //! the neighbour's later writes land in the private copy, not in the file;
 //! so a seal first writes its bytes that lie in pages already private to
 //! the file (`pwrite`, a page or two at most, except for a blob whose
-//! pages a freed sealed blob left private), then remaps the rest. Which
-//! pages of a mapping are private is recorded here, per mapping. A freed
+//! pages a freed sealed blob left private), then makes the rest private
+//! in place (`Region::make_private`). Which pages of a mapping are
+//! private is recorded here, per mapping. A freed
 //! sealed blob remaps its inner pages shared again, so the next blob
 //! vineyardd places there is shared from the start.
 
@@ -102,12 +103,7 @@ impl PrivatePages {
             while p <= last && !pages.contains(&p) {
                 p += 1;
             }
-            remap(
-                region,
-                start * page,
-                (p - start) * page,
-                MapFlags::MAP_PRIVATE,
-            )?;
+            region.make_private(start * page, (p - start) * page)?;
             pages.set(start..p, true);
         }
         Ok(())

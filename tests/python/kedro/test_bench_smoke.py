@@ -16,7 +16,7 @@ MICRO = {"ours", "ours_fresh", "floor", "floor_warm", "pickle", "parquet", "arro
 SEQUENTIAL = {"memory", "assign", "pickle", "parquet", "ours", "ours_alloc", "ours_warm", "official"}
 PARALLEL = {"kedro_parallel", "ours_parallel", "ours_parallel_alloc"}
 INPLACE = {"kedro_inplace", "ours_inplace"}
-DERIVE = {"kedro_derive", "assign_derive", "ours_derive_copy", "ours_derive"}
+DERIVE = {"kedro_derive", "assign_derive", "ours_derive_copy", "ours_derive", "ours_derive_alloc"}
 
 
 def test_bench_smoke_runs_every_contender(tmp_path):
