@@ -24,7 +24,7 @@ IPC, base64) and the reader casts back, sharing the data buffers.
 
 Loads are zero-copy: every Arrow buffer is a view of a blob that keeps the
 mapping alive, and IPC streams are read in place. Every array read is
-validated before it is returned (`arrow_read`).
+validated by the core (arrow-rs) before it is returned (`arrow_read`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from vineyard.contrib.kedro.errors import UnsupportedValueError
 
-from .arrow_read import decode_arrow_array, decode_ipc
+from .arrow_read import decode_arrow, decode_arrow_array
 from .arrow_types import CHUNKED, IPC, LARGE_BINARY, LARGE_STRING, portable, schema_b64, type_b64, widen, widen_schema
 from .buffers import Writer
 from .metadata import EXTRA
@@ -266,8 +266,8 @@ def encode_polars(df: Any, w: Writer) -> dict:
 
 __all__ = [
     "array_tree",
+    "decode_arrow",
     "decode_arrow_array",
-    "decode_ipc",
     "encode_arrow",
     "encode_polars",
     "from_capsules",

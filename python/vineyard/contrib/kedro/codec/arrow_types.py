@@ -1,16 +1,14 @@
 """Arrow types and names shared by the writers (`arrow_codec`) and the readers
-(`arrow_read`): which types the official layouts carry, how they are widened
+(the core, `src/arrow`): which types the official layouts carry, how they are widened
 when stored, and schemas as base64 Arrow IPC.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
 
 import pyarrow as pa
 
-from vineyard.contrib.kedro.errors import LayoutError
 
 from .metadata import OURS
 
@@ -18,7 +16,6 @@ IPC = OURS + "ArrowIPC"
 CHUNKED = OURS + "ChunkedArray"
 LARGE_STRING = "vineyard::BaseBinaryArray<arrow::LargeStringArray>"
 LARGE_BINARY = "vineyard::BaseBinaryArray<arrow::LargeBinaryArray>"
-MAX_ITEMS = 1 << 24
 
 
 # -- types ----------------------------------------------------------------------
@@ -59,24 +56,8 @@ def schema_b64(schema: pa.Schema) -> str:
     return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
 
 
-def schema_from_b64(text: Any) -> pa.Schema:
-    if not isinstance(text, str):
-        raise LayoutError("an Arrow schema should be a base64 string")
-    try:
-        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text, validate=True)))
-    except (ValueError, pa.ArrowException) as e:
-        raise LayoutError(f"bad Arrow schema: {e}") from None
-
-
 def type_b64(t: pa.DataType) -> str:
     return schema_b64(pa.schema([pa.field("v", t)]))
-
-
-def type_from_b64(text: Any) -> pa.DataType:
-    s = schema_from_b64(text)
-    if len(s) != 1:
-        raise LayoutError("bad Arrow type")
-    return s.field(0).type
 
 
 __all__ = [
@@ -84,12 +65,9 @@ __all__ = [
     "IPC",
     "LARGE_BINARY",
     "LARGE_STRING",
-    "MAX_ITEMS",
     "portable",
     "schema_b64",
-    "schema_from_b64",
     "type_b64",
-    "type_from_b64",
     "widen",
     "widen_schema",
 ]

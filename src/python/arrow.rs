@@ -1,0 +1,255 @@
+//! Arrow values cross the seam through the Arrow PyCapsule interface
+//! (the C Data Interface in capsules): a load hands Python an `ArrowValue`
+//! that any Arrow library imports zero-copy (`pyarrow.array(v)`,
+//! `pyarrow.RecordBatchReader._import_from_c_capsule(...)`, polars, ...).
+//! Its buffers are the mapped blobs, each holding the blob's lease, so the
+//! imported arrays keep the blobs leased and mapped, as numpy views do.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use arrow_array::ffi::{to_ffi, FFI_ArrowSchema};
+use arrow_array::ffi_stream::FFI_ArrowArrayStream;
+use arrow_array::{Array, RecordBatch, RecordBatchIterator, StructArray};
+use arrow_buffer::Buffer;
+use arrow_schema::{ArrowError, DataType, Field, SchemaRef};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyCapsule, PyDict, PyTuple};
+
+use super::blob::PyBlob;
+use super::client::Lease;
+use super::convert::to_json;
+use crate::arrow::{read_array, read_value, ArrowValue, Blobs};
+use crate::ObjectId;
+
+const SCHEMA: &CStr = c"arrow_schema";
+const ARRAY: &CStr = c"arrow_array";
+const STREAM: &CStr = c"arrow_array_stream";
+
+/// The leases of one load's blobs, by id.
+struct Leases(HashMap<u64, Arc<Lease>>);
+
+/// What keeps one blob's bytes valid under an Arrow buffer: its lease.
+struct Held {
+    _lease: Arc<Lease>,
+}
+
+// SAFETY (RefUnwindSafe): a `Lease` is never mutated through a shared
+// reference except its drop, which pushes onto a mutex-guarded queue that
+// tolerates poisoning (`unwrap_or_else(into_inner)`); a panic cannot leave
+// it half-updated in a way a later reader would see.
+impl std::panic::RefUnwindSafe for Held {}
+
+impl Blobs for Leases {
+    fn buffer(&self, id: ObjectId) -> Option<Buffer> {
+        let lease = self.0.get(&id.value())?;
+        let len = lease.bytes.len();
+        let Some(ptr) = NonNull::new(lease.bytes.as_ptr().cast_mut()).filter(|_| len > 0) else {
+            return Some(crate::arrow::empty_buffer());
+        };
+        // SAFETY: `ptr..ptr+len` is the blob in the shared mapping (checked
+        // against the mapping when the lease was made); the mapping lives as
+        // long as the lease, which the buffer owns. Sealed blobs never
+        // change, and Arrow never writes through a Buffer.
+        Some(unsafe {
+            Buffer::from_custom_allocation(
+                ptr,
+                len,
+                Arc::new(Held {
+                    _lease: lease.clone(),
+                }),
+            )
+        })
+    }
+}
+
+fn leases(blobs: &Bound<'_, PyDict>) -> PyResult<Leases> {
+    let mut out = HashMap::with_capacity(blobs.len());
+    for (k, v) in blobs.iter() {
+        let blob = v.cast::<PyBlob>().map_err(|_| {
+            PyTypeError::new_err("blobs maps ids to vineyard.contrib.kedro._core.Blob")
+        })?;
+        out.insert(k.extract::<u64>()?, blob.get().lease().clone());
+    }
+    Ok(Leases(out))
+}
+
+/// Reads the Arrow layout `meta` over the blobs of its load (a dict of id
+/// to `Blob`), with the GIL released while arrow-rs validates it.
+#[pyfunction]
+pub fn arrow_read(
+    py: Python<'_>,
+    meta: &Bound<'_, PyAny>,
+    blobs: &Bound<'_, PyDict>,
+) -> PyResult<PyArrowValue> {
+    let meta = to_json(meta)?;
+    let blobs = leases(blobs)?;
+    let value = py.detach(|| read_value(&meta, &blobs))?;
+    Ok(PyArrowValue(value))
+}
+
+/// Reads an Arrow array layout in its stored types (strings with 64-bit
+/// offsets), as other codecs embed it.
+#[pyfunction]
+pub fn arrow_read_array(
+    py: Python<'_>,
+    meta: &Bound<'_, PyAny>,
+    blobs: &Bound<'_, PyDict>,
+) -> PyResult<PyArrowValue> {
+    let meta = to_json(meta)?;
+    let blobs = leases(blobs)?;
+    let array = py.detach(|| read_array(&meta, &blobs))?;
+    Ok(PyArrowValue(ArrowValue::Array(array)))
+}
+
+/// An Arrow value read from vineyard, exported through the Arrow
+/// PyCapsule interface (`kind` says which: array, record_batch, table,
+/// chunked_array, schema).
+#[pyclass(name = "ArrowValue", module = "vineyard.contrib.kedro._core", frozen)]
+pub struct PyArrowValue(ArrowValue);
+
+fn capsule_error(e: ArrowError) -> PyErr {
+    PyValueError::new_err(format!("cannot export the Arrow value: {e}"))
+}
+
+fn schema_capsule<'py>(
+    py: Python<'py>,
+    schema: FFI_ArrowSchema,
+) -> PyResult<Bound<'py, PyCapsule>> {
+    PyCapsule::new_with_value(py, schema, SCHEMA)
+}
+
+impl PyArrowValue {
+    fn batch_schema(b: &RecordBatch) -> SchemaRef {
+        b.schema()
+    }
+
+    /// The value as one stream of record batches (or of plain arrays, for
+    /// a chunked array: a stream whose schema is not a struct).
+    fn stream(&self) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
+        match &self.0 {
+            ArrowValue::Table(schema, batches) => Ok((schema.clone(), batches.clone())),
+            ArrowValue::Batch(b) => Ok((Self::batch_schema(b), vec![b.clone()])),
+            _ => Err(PyTypeError::new_err(format!(
+                "a {} is not a stream of record batches",
+                self.kind()
+            ))),
+        }
+    }
+}
+
+#[pymethods]
+impl PyArrowValue {
+    /// array, record_batch, table, chunked_array or schema.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        match &self.0 {
+            ArrowValue::Array(_) => "array",
+            ArrowValue::Batch(_) => "record_batch",
+            ArrowValue::Table(..) => "table",
+            ArrowValue::Chunked(..) => "chunked_array",
+            ArrowValue::Schema(_) => "schema",
+        }
+    }
+
+    /// The chunks of a chunked array, each an `ArrowValue` of kind array.
+    fn chunks(&self) -> PyResult<Vec<PyArrowValue>> {
+        match &self.0 {
+            ArrowValue::Chunked(_, chunks) => Ok(chunks
+                .iter()
+                .map(|c| PyArrowValue(ArrowValue::Array(c.clone())))
+                .collect()),
+            _ => Err(PyTypeError::new_err(format!(
+                "a {} has no chunks",
+                self.kind()
+            ))),
+        }
+    }
+
+    /// The schema (tables, batches, schemas) or the field of the elements
+    /// (arrays, chunked arrays), as an `arrow_schema` capsule.
+    fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
+        let ffi = match &self.0 {
+            ArrowValue::Array(a) => {
+                FFI_ArrowSchema::try_from(&Field::new("", a.data_type().clone(), true))
+            }
+            ArrowValue::Chunked(f, _) => FFI_ArrowSchema::try_from(f.as_ref()),
+            ArrowValue::Batch(b) => FFI_ArrowSchema::try_from(b.schema().as_ref()),
+            ArrowValue::Table(s, _) | ArrowValue::Schema(s) => {
+                FFI_ArrowSchema::try_from(s.as_ref())
+            }
+        }
+        .map_err(capsule_error)?;
+        schema_capsule(py, ffi)
+    }
+
+    /// An array, or a record batch as a struct array, as a pair of
+    /// `arrow_schema` and `arrow_array` capsules.
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_array__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let _ = requested_schema; // a request may be ignored (the interface allows it)
+        let (data, field) = match &self.0 {
+            ArrowValue::Array(a) => (a.to_data(), Field::new("", a.data_type().clone(), true)),
+            ArrowValue::Batch(b) => {
+                let s = StructArray::from(b.clone());
+                let field = Field::new("", DataType::Struct(b.schema().fields().clone()), false)
+                    .with_metadata(b.schema().metadata().clone());
+                (s.to_data(), field)
+            }
+            _ => {
+                return Err(PyTypeError::new_err(format!(
+                    "a {} is not one array",
+                    self.kind()
+                )))
+            }
+        };
+        let (array, _) = to_ffi(&data).map_err(capsule_error)?;
+        let schema = FFI_ArrowSchema::try_from(&field).map_err(capsule_error)?;
+        let schema = schema_capsule(py, schema)?;
+        let array = PyCapsule::new_with_value(py, array, ARRAY)?;
+        PyTuple::new(py, [schema.into_any(), array.into_any()])
+    }
+
+    /// A table or record batch as an `arrow_array_stream` capsule.
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let _ = requested_schema;
+        let (schema, batches) = self.stream()?;
+        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
+        let stream = FFI_ArrowArrayStream::new(Box::new(reader));
+        PyCapsule::new_with_value(py, stream, STREAM)
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.0 {
+            ArrowValue::Array(a) => format!("ArrowValue(array of {} {})", a.len(), a.data_type()),
+            ArrowValue::Batch(b) => format!(
+                "ArrowValue(record_batch of {} rows x {} columns)",
+                b.num_rows(),
+                b.num_columns()
+            ),
+            ArrowValue::Table(s, b) => format!(
+                "ArrowValue(table of {} batches x {} columns)",
+                b.len(),
+                s.fields().len()
+            ),
+            ArrowValue::Chunked(f, c) => format!(
+                "ArrowValue(chunked_array of {} chunks of {})",
+                c.len(),
+                f.data_type()
+            ),
+            ArrowValue::Schema(s) => format!("ArrowValue(schema of {} fields)", s.fields().len()),
+        }
+    }
+}
