@@ -8,8 +8,10 @@
 pub mod meta;
 pub mod read;
 pub mod types;
+pub mod write;
 
 pub use read::{is_arrow_layout, narrow, read_array, read_value, ArrowValue, Blobs};
+pub use write::{portable, widen, write_layout, write_value, Written};
 
 /// A zero-length buffer aligned for any Arrow type (an empty `Vec<u8>`'s
 /// dangling pointer is not, and arrow-rs checks alignment).

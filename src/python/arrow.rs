@@ -10,19 +10,20 @@ use std::ffi::CStr;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use arrow_array::ffi::{to_ffi, FFI_ArrowSchema};
-use arrow_array::ffi_stream::FFI_ArrowArrayStream;
-use arrow_array::{Array, RecordBatch, RecordBatchIterator, StructArray};
+use arrow_array::ffi::{from_ffi, to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
+use arrow_array::ffi_stream::{RecordBatchStreamReader, FFI_ArrowArrayStream};
+use arrow_array::{make_array, Array, ArrayRef, RecordBatch, RecordBatchIterator, RecordBatchReader, StructArray};
 use arrow_buffer::Buffer;
-use arrow_schema::{ArrowError, DataType, Field, SchemaRef};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyCapsule, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyCapsule, PyDict, PyTuple};
 
 use super::blob::PyBlob;
 use super::client::Lease;
-use super::convert::to_json;
-use crate::arrow::{read_array, read_value, ArrowValue, Blobs};
+use super::convert::{to_json, to_py};
+use crate::arrow::{read_array, read_value, write_layout, write_value, ArrowValue, Blobs};
+use crate::shm::loaded;
 use crate::ObjectId;
 
 const SCHEMA: &CStr = c"arrow_schema";
@@ -252,4 +253,119 @@ impl PyArrowValue {
             ArrowValue::Schema(s) => format!("ArrowValue(schema of {} fields)", s.fields().len()),
         }
     }
+}
+
+/// One buffer of an Arrow value being saved: owns (a reference to) its
+/// memory, which a put reads while it holds this object.
+#[pyclass(name = "ArrowBuffer", module = "vineyard.contrib.kedro._core", frozen)]
+pub struct PyArrowBuffer(pub(super) Buffer);
+
+#[pymethods]
+impl PyArrowBuffer {
+    fn __len__(&self) -> usize {
+        self.0.len()
+    }
+
+    /// A copy of the bytes.
+    fn tobytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.0.as_slice())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ArrowBuffer({} bytes)", self.0.len())
+    }
+}
+
+/// The C struct a capsule named `name` carries.
+fn capsule_ptr<T>(obj: &Bound<'_, PyAny>, name: &'static CStr) -> PyResult<NonNull<T>> {
+    let capsule = obj.cast::<PyCapsule>().map_err(|_| {
+        PyTypeError::new_err(format!("expected a PyCapsule named {}", name.to_string_lossy()))
+    })?;
+    Ok(capsule.pointer_checked(Some(name))?.cast())
+}
+
+fn import_error(e: ArrowError) -> PyErr {
+    crate::Error::Unsupported(format!("cannot import the Arrow value: {e}")).into()
+}
+
+/// An array (or a record batch, as a struct array) from `__arrow_c_array__`.
+fn import_array(value: &Bound<'_, PyAny>) -> PyResult<(ArrayRef, Field)> {
+    let pair = value.call_method0("__arrow_c_array__")?;
+    let (schema, array): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair.extract()?;
+    let schema = capsule_ptr::<FFI_ArrowSchema>(&schema, SCHEMA)?;
+    let array = capsule_ptr::<FFI_ArrowArray>(&array, ARRAY)?;
+    // SAFETY: the capsules are named as the Arrow PyCapsule interface says,
+    // so they point to a valid ArrowSchema and ArrowArray. The array is
+    // moved out (its release callback now ours, the capsule's left empty,
+    // as the interface prescribes); the schema is only borrowed.
+    let (data, field) = unsafe {
+        let array = std::ptr::replace(array.as_ptr(), FFI_ArrowArray::empty());
+        let schema = schema.as_ref();
+        let field = Field::try_from(schema).map_err(import_error)?;
+        (from_ffi(array, schema).map_err(import_error)?, field)
+    };
+    Ok((make_array(data), field))
+}
+
+/// The schema and batches of an `__arrow_c_stream__` of record batches.
+fn import_stream(value: &Bound<'_, PyAny>) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
+    let capsule = value.call_method0("__arrow_c_stream__")?;
+    let stream = capsule_ptr::<FFI_ArrowArrayStream>(&capsule, STREAM)?;
+    // SAFETY: a capsule named arrow_array_stream holds an ArrowArrayStream;
+    // `from_raw` moves it out and leaves the capsule's struct released.
+    let reader = unsafe { RecordBatchStreamReader::from_raw(stream.as_ptr()) }.map_err(import_error)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(import_error)?;
+    Ok((schema, batches))
+}
+
+/// The Arrow value `value` (pyarrow, or anything with the Arrow PyCapsule
+/// interface) as the tree of its vineyard layout and the buffers its blobs
+/// hold, numbered from `base`. `kind`: array, record_batch, table,
+/// chunked_array (given as a stream of one column), or layout (an array's
+/// bare layout, embedded in another codec's tree: no type note, and the
+/// type must be one the official layouts carry).
+#[pyfunction]
+pub fn arrow_write<'py>(
+    py: Python<'py>,
+    kind: &str,
+    value: &Bound<'py, PyAny>,
+    base: usize,
+) -> PyResult<(Bound<'py, PyAny>, Vec<PyArrowBuffer>)> {
+    let value = match kind {
+        "array" | "layout" => ArrowValue::Array(import_array(value)?.0),
+        "record_batch" => {
+            let (array, field) = import_array(value)?;
+            let structs = array.as_any().downcast_ref::<StructArray>().ok_or_else(|| {
+                PyTypeError::new_err(format!("a record batch exports a struct array, not {}", array.data_type()))
+            })?;
+            let batch = RecordBatch::from(structs.clone());
+            let schema = Schema::new_with_metadata(batch.schema().fields().clone(), field.metadata().clone());
+            ArrowValue::Batch(batch.with_schema(Arc::new(schema)).map_err(import_error)?)
+        }
+        "table" => {
+            let (schema, batches) = import_stream(value)?;
+            ArrowValue::Table(schema, batches)
+        }
+        "chunked_array" => {
+            let (schema, batches) = import_stream(value)?;
+            let field = schema.fields().first().cloned().ok_or_else(|| {
+                PyValueError::new_err("a chunked array is given as a stream of one column")
+            })?;
+            ArrowValue::Chunked(field, batches.iter().map(|b| b.column(0).clone()).collect())
+        }
+        other => return Err(PyValueError::new_err(format!("unknown Arrow value kind {other:?}"))),
+    };
+    // Exactly a loaded blob: of any connection (a blob of another
+    // vineyardd is then copied whole rather than as the slice; rare).
+    let whole = |b: &Buffer| loaded::lookup(b.as_ptr() as usize, b.len()).is_some();
+    let written = py.detach(|| {
+        if kind == "layout" {
+            write_layout(&value, &whole, base)
+        } else {
+            write_value(&value, &whole, base)
+        }
+    })?;
+    let tree = to_py(py, &written.tree)?;
+    Ok((tree, written.buffers.into_iter().map(PyArrowBuffer).collect()))
 }

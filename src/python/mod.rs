@@ -61,7 +61,7 @@ mod _core {
         AllocatorToken,
     };
     #[pymodule_export]
-    use super::arrow::{arrow_read, arrow_read_array, PyArrowValue};
+    use super::arrow::{arrow_read, arrow_read_array, arrow_write, PyArrowBuffer, PyArrowValue};
     #[pymodule_export]
     use super::blob::{PyBlob, SharedView};
     #[pymodule_export]

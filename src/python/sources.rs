@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
 
+use super::arrow::PyArrowBuffer;
 use crate::store::Source;
 
 /// The Python objects the sources of one put point into. Dropping it may
@@ -49,6 +50,10 @@ fn source_of<'py>(obj: &Bound<'py, PyAny>, owners: &mut Owners<'py>) -> PyResult
     if let Ok(b) = obj.cast::<PyBytes>() {
         owners.0.push(obj.clone());
         return Ok(Source::from_slice(b.as_bytes()));
+    }
+    if let Ok(b) = obj.cast::<PyArrowBuffer>() {
+        owners.0.push(obj.clone());
+        return Ok(Source::from_slice(b.get().0.as_slice()));
     }
     let ndarray = NDARRAY.import(py, "numpy", "ndarray")?;
     let array = if obj.get_type().is(ndarray) {

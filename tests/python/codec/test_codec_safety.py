@@ -155,7 +155,7 @@ def test_garbage_arrow_streams(client):
     tree, w = tree_of(pa.table({"d": pa.array(["a", "b"]).dictionary_encode()}))
     idx = tree["buffer_"]["__blob__"]
     src = w.buffers[idx]
-    w.buffers[idx] = bytes(src[: len(src) // 2])  # truncated stream
+    w.buffers[idx] = src.tobytes()[: len(src) // 2]  # truncated stream
     tree["size_"] = len(src) // 2
     assert_layout_error(client, tree, w)
     tree, w = tree_of(pa.table({"a": [1, 2]}))

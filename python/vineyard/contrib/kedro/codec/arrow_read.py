@@ -18,9 +18,12 @@ import pyarrow as pa
 from vineyard.contrib.kedro import _core
 from vineyard.contrib.kedro.errors import LayoutError
 
-from .arrow_types import CHUNKED, IPC
 from .buffers import Reader
 from .dispatch import decoder
+from .metadata import OURS
+
+IPC = OURS + "ArrowIPC"
+CHUNKED = OURS + "ChunkedArray"
 
 #: Typenames of the array layouts (besides the NumericArray<T> and
 #: BaseBinaryArray<T> families), the same list as ``src/arrow/read.rs``.
@@ -77,4 +80,4 @@ def decode_arrow(meta: dict, r: Reader) -> Any:
     return value
 
 
-__all__ = ["ARRAY_LAYOUTS", "decode_arrow", "decode_arrow_array", "to_pyarrow"]
+__all__ = ["ARRAY_LAYOUTS", "CHUNKED", "IPC", "decode_arrow", "decode_arrow_array", "to_pyarrow"]
