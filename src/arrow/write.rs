@@ -34,10 +34,16 @@ pub struct Written {
     pub buffers: Vec<Buffer>,
 }
 
+/// Given a buffer, the whole loaded blob it lies in, and how many bytes
+/// into the blob it starts (arrow-rs arrays fold their offset into their
+/// buffers, and a buffer imported through the C Data Interface ends where
+/// its array does, short of the blob's end).
+pub type WholeBlob<'a> = &'a dyn Fn(&Buffer) -> Option<(Buffer, usize)>;
+
 /// Writes `value` (an array, record batch, table or chunked array).
-/// `whole` says whether a buffer is exactly a loaded blob (then it is kept
-/// whole, see the module comment); `base` is the index of the first buffer.
-pub fn write_value(value: &ArrowValue, whole: &dyn Fn(&Buffer) -> bool, base: usize) -> Result<Written> {
+/// `whole` finds the loaded blobs buffers begin (kept whole, see the module
+/// comment); `base` is the index of the first buffer.
+pub fn write_value(value: &ArrowValue, whole: WholeBlob<'_>, base: usize) -> Result<Written> {
     let mut w = Writer {
         buffers: Vec::new(),
         base,
@@ -102,7 +108,7 @@ pub fn write_value(value: &ArrowValue, whole: &dyn Fn(&Buffer) -> bool, base: us
 
 /// The bare layout of an array of a portable type, as other layouts embed
 /// it (no note of its type before widening: the embedding layout keeps that).
-pub fn write_layout(value: &ArrowValue, whole: &dyn Fn(&Buffer) -> bool, base: usize) -> Result<Written> {
+pub fn write_layout(value: &ArrowValue, whole: WholeBlob<'_>, base: usize) -> Result<Written> {
     let ArrowValue::Array(a) = value else {
         return Err(Error::Usage("an embedded Arrow layout is an array".into()));
     };
@@ -198,7 +204,7 @@ fn numeric_name(t: &DataType) -> Option<&'static str> {
 struct Writer<'a> {
     buffers: Vec<Buffer>,
     base: usize,
-    whole: &'a dyn Fn(&Buffer) -> bool,
+    whole: WholeBlob<'a>,
 }
 
 impl Writer<'_> {
@@ -352,26 +358,57 @@ impl Writer<'_> {
         Ok(m)
     }
 
-    /// The layout of a flat array whose every buffer is exactly a loaded
-    /// blob: the blobs whole, `offset_` the array's offset (a slice of a
-    /// loaded array is then saved without a copy).
+    /// The layout of a flat array whose every buffer lies in a loaded blob,
+    /// at one item offset: the blobs whole, `offset_` that offset, so a
+    /// slice of a loaded array is saved without a copy. Only when the slice
+    /// uses at least half of those blobs' bytes: a small slice is copied
+    /// rather than keep much more memory alive than it holds.
     fn whole_array(&mut self, data: &ArrayData) -> Option<Map<String, Value>> {
         let t = data.data_type();
-        let typename = match t {
-            DataType::Boolean => "vineyard::BooleanArray".to_string(),
-            DataType::LargeUtf8 => "vineyard::BaseBinaryArray<arrow::LargeStringArray>".into(),
-            DataType::LargeBinary => "vineyard::BaseBinaryArray<arrow::LargeBinaryArray>".into(),
-            DataType::FixedSizeBinary(_) => "vineyard::FixedSizeBinaryArray".into(),
-            other => format!("vineyard::NumericArray<{}>", numeric_name(other)?),
+        let (typename, bits_per_item) = match t {
+            DataType::Boolean => ("vineyard::BooleanArray".to_string(), 1),
+            DataType::LargeUtf8 => ("vineyard::BaseBinaryArray<arrow::LargeStringArray>".into(), 64),
+            DataType::LargeBinary => ("vineyard::BaseBinaryArray<arrow::LargeBinaryArray>".into(), 64),
+            DataType::FixedSizeBinary(w) => ("vineyard::FixedSizeBinaryArray".into(), 8 * usize::try_from(*w).ok()?),
+            other => (
+                format!("vineyard::NumericArray<{}>", numeric_name(other)?),
+                8 * other.primitive_width()?,
+            ),
         };
-        let bitmap = data.nulls().filter(|b| b.null_count() > 0).map(|b| b.buffer().clone());
-        // A null bitmap's bit offset must be the array's (it always is for
-        // arrays read from vineyard, whose bitmap and values share offset_).
-        if data.nulls().is_some_and(|b| b.null_count() > 0 && b.offset() != data.offset()) {
+        if bits_per_item == 0 {
             return None;
         }
-        let buffers: Vec<&Buffer> = data.buffers().iter().chain(bitmap.as_ref()).collect();
-        if buffers.is_empty() || !buffers.iter().all(|b| (self.whole)(b)) {
+        let textual = matches!(t, DataType::LargeUtf8 | DataType::LargeBinary);
+        let bufs = data.buffers();
+        // The item offset the first buffer (values, or offsets) starts at.
+        let (first, delta) = (self.whole)(bufs.first()?)?;
+        let bit = delta * 8 + data.offset() * bits_per_item;
+        if bit % bits_per_item != 0 {
+            return None;
+        }
+        let offset = bit / bits_per_item;
+        let mut whole = vec![first];
+        if textual {
+            // Offsets count from the start of the data blob.
+            let (text, at) = (self.whole)(bufs.get(1)?)?;
+            if at != 0 {
+                return None;
+            }
+            whole.push(text);
+        }
+        let nulls = data.nulls().filter(|b| b.null_count() > 0);
+        let bitmap = match nulls {
+            Some(n) => {
+                let (b, at) = (self.whole)(n.buffer())?;
+                if at * 8 + n.offset() != offset {
+                    return None;
+                }
+                Some(b)
+            }
+            None => None,
+        };
+        let total: usize = whole.iter().chain(&bitmap).map(Buffer::len).sum();
+        if data.get_slice_memory_size().ok()? * 2 < total {
             return None;
         }
         let first_blob = self.buffers.len();
@@ -379,18 +416,18 @@ impl Writer<'_> {
         m.insert("typename".into(), typename.into());
         m.insert("length_".into(), data.len().into());
         m.insert("null_count_".into(), data.null_count().into());
-        m.insert("offset_".into(), data.offset().into());
-        let bufs = data.buffers();
+        m.insert("offset_".into(), offset.into());
         if let DataType::FixedSizeBinary(width) = t {
             m.insert("byte_width_".into(), (*width).into());
         }
-        if matches!(t, DataType::LargeUtf8 | DataType::LargeBinary) {
-            let offsets = self.add(bufs[0].clone());
+        let mut whole = whole.into_iter();
+        if textual {
+            let offsets = self.add(whole.next()?);
             m.insert("buffer_offsets_".into(), offsets);
-            let text = self.add(bufs[1].clone());
+            let text = self.add(whole.next()?);
             m.insert("buffer_data_".into(), text);
         } else {
-            let v = self.add(bufs[0].clone());
+            let v = self.add(whole.next()?);
             m.insert("buffer_".into(), v);
         }
         let b = match bitmap {

@@ -356,9 +356,21 @@ pub fn arrow_write<'py>(
         }
         other => return Err(PyValueError::new_err(format!("unknown Arrow value kind {other:?}"))),
     };
-    // Exactly a loaded blob: of any connection (a blob of another
-    // vineyardd is then copied whole rather than as the slice; rare).
-    let whole = |b: &Buffer| loaded::lookup(b.as_ptr() as usize, b.len()).is_some();
+    // A blob loaded through any connection: one of another vineyardd is
+    // then copied whole rather than as the slice (rare).
+    let whole = |b: &Buffer| -> Option<(Buffer, usize)> {
+        let blob = loaded::lookup_containing(b.as_ptr() as usize)?;
+        let at = b.as_ptr() as usize - blob.start;
+        if at.checked_add(b.len())? > blob.len {
+            return None;
+        }
+        let ptr = NonNull::new(blob.start as *mut u8)?;
+        // SAFETY: the registry holds only live mappings (each entry dropped
+        // before its unmap): `blob.len` bytes at `blob.start` are a loaded
+        // blob's mapping, and `b` lies inside it, so `b`'s owner holds the
+        // lease that keeps the mapping. The new buffer owns `b`.
+        Some((unsafe { Buffer::from_custom_allocation(ptr, blob.len, Arc::new(b.clone())) }, at))
+    };
     let written = py.detach(|| {
         if kind == "layout" {
             write_layout(&value, &whole, base)
