@@ -18,3 +18,6 @@ pub use write::{portable, widen, write_layout, write_value, Written};
 pub fn empty_buffer() -> arrow_buffer::Buffer {
     arrow_buffer::MutableBuffer::new(0).into()
 }
+
+#[cfg(test)]
+mod tests;

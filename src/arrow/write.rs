@@ -98,7 +98,11 @@ pub fn write_value(value: &ArrowValue, whole: WholeBlob<'_>, base: usize) -> Res
                 w.ipc(value, "chunked_array")?
             }
         }
-        ArrowValue::Schema(_) => return Err(Error::Unsupported("an Arrow schema alone is not stored".into())),
+        ArrowValue::Schema(_) => {
+            return Err(Error::Unsupported(
+                "an Arrow schema alone is not stored".into(),
+            ))
+        }
     };
     Ok(Written {
         tree: Value::Object(tree),
@@ -113,7 +117,10 @@ pub fn write_layout(value: &ArrowValue, whole: WholeBlob<'_>, base: usize) -> Re
         return Err(Error::Usage("an embedded Arrow layout is an array".into()));
     };
     if !portable(a.data_type()) {
-        return Err(Error::Unsupported(format!("no official layout for Arrow type {}", a.data_type())));
+        return Err(Error::Unsupported(format!(
+            "no official layout for Arrow type {}",
+            a.data_type()
+        )));
     }
     let mut w = Writer {
         buffers: Vec::new(),
@@ -131,7 +138,8 @@ pub fn write_layout(value: &ArrowValue, whole: WholeBlob<'_>, base: usize) -> Re
 pub fn portable(t: &DataType) -> bool {
     use DataType::*;
     match t {
-        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float32 | Float64 | Boolean | Null => true,
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float32 | Float64
+        | Boolean | Null => true,
         Utf8 | LargeUtf8 | Binary | LargeBinary | FixedSizeBinary(_) => true,
         List(f) | LargeList(f) => portable(f.data_type()),
         _ => false,
@@ -144,9 +152,11 @@ pub fn widen(t: &DataType) -> DataType {
     match t {
         DataType::Utf8 => DataType::LargeUtf8,
         DataType::Binary => DataType::LargeBinary,
-        DataType::List(f) | DataType::LargeList(f) => {
-            DataType::LargeList(Arc::new(Field::new("item", widen(f.data_type()), f.is_nullable())))
-        }
+        DataType::List(f) | DataType::LargeList(f) => DataType::LargeList(Arc::new(Field::new(
+            "item",
+            widen(f.data_type()),
+            f.is_nullable(),
+        ))),
         other => other.clone(),
     }
 }
@@ -165,7 +175,11 @@ fn widen_schema(schema: &Schema) -> Schema {
 pub fn schema_bytes(schema: &Schema) -> Result<Vec<u8>> {
     let options = IpcWriteOptions::default();
     let mut tracker = DictionaryTracker::new(false);
-    let encoded = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(schema, &mut tracker, &options);
+    let encoded = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
+        schema,
+        &mut tracker,
+        &options,
+    );
     let mut out = Vec::new();
     arrow_ipc::writer::write_message(&mut out, encoded, &options).map_err(arrow_error)?;
     Ok(out)
@@ -241,7 +255,13 @@ impl Writer<'_> {
     }
 
     /// Rebased 64-bit offsets of items `start..start+n`: (blob, first, last).
-    fn offsets(&mut self, data: &ArrayData, start: usize, n: usize, large: bool) -> Result<(Value, usize, usize)> {
+    fn offsets(
+        &mut self,
+        data: &ArrayData,
+        start: usize,
+        n: usize,
+        large: bool,
+    ) -> Result<(Value, usize, usize)> {
         let width = if large { 8 } else { 4 };
         let raw = cut(&data.buffers()[0], start * width, (n + 1) * width)?;
         let read = |bytes: &[u8]| -> i64 {
@@ -333,17 +353,26 @@ impl Writer<'_> {
                     .first()
                     .ok_or_else(|| Error::Internal("a list array without values".into()))?;
                 if first > last || last > child.len() {
-                    return Err(Error::Unsupported(format!("list offsets {first}..{last} outside {} values", child.len())));
+                    return Err(Error::Unsupported(format!(
+                        "list offsets {first}..{last} outside {} values",
+                        child.len()
+                    )));
                 }
-                let values = make_array(child.clone()).slice(first, last - first).to_data();
+                let values = make_array(child.clone())
+                    .slice(first, last - first)
+                    .to_data();
                 let tree = self.array(&values)?;
                 m.insert("values_".into(), tree.into());
             }
             other => {
-                let name = numeric_name(other)
-                    .ok_or_else(|| Error::Internal(format!("no official layout for Arrow type {other}")))?;
+                let name = numeric_name(other).ok_or_else(|| {
+                    Error::Internal(format!("no official layout for Arrow type {other}"))
+                })?;
                 let size = other.primitive_width().unwrap_or(1);
-                m.insert("typename".into(), format!("vineyard::NumericArray<{name}>").into());
+                m.insert(
+                    "typename".into(),
+                    format!("vineyard::NumericArray<{name}>").into(),
+                );
                 let v = match values.filter(|_| n > 0) {
                     Some(b) => self.add(cut(b, start * size, (r + n) * size)?),
                     None => self.empty(),
@@ -367,9 +396,18 @@ impl Writer<'_> {
         let t = data.data_type();
         let (typename, bits_per_item) = match t {
             DataType::Boolean => ("vineyard::BooleanArray".to_string(), 1),
-            DataType::LargeUtf8 => ("vineyard::BaseBinaryArray<arrow::LargeStringArray>".into(), 64),
-            DataType::LargeBinary => ("vineyard::BaseBinaryArray<arrow::LargeBinaryArray>".into(), 64),
-            DataType::FixedSizeBinary(w) => ("vineyard::FixedSizeBinaryArray".into(), 8 * usize::try_from(*w).ok()?),
+            DataType::LargeUtf8 => (
+                "vineyard::BaseBinaryArray<arrow::LargeStringArray>".into(),
+                64,
+            ),
+            DataType::LargeBinary => (
+                "vineyard::BaseBinaryArray<arrow::LargeBinaryArray>".into(),
+                64,
+            ),
+            DataType::FixedSizeBinary(w) => (
+                "vineyard::FixedSizeBinaryArray".into(),
+                8 * usize::try_from(*w).ok()?,
+            ),
             other => (
                 format!("vineyard::NumericArray<{}>", numeric_name(other)?),
                 8 * other.primitive_width()?,
@@ -383,7 +421,7 @@ impl Writer<'_> {
         // The item offset the first buffer (values, or offsets) starts at.
         let (first, delta) = (self.whole)(bufs.first()?)?;
         let bit = delta * 8 + data.offset() * bits_per_item;
-        if bit % bits_per_item != 0 {
+        if !bit.is_multiple_of(bits_per_item) {
             return None;
         }
         let offset = bit / bits_per_item;
@@ -472,7 +510,14 @@ impl Writer<'_> {
         let stored = widen_schema(schema);
         let mut m = Map::new();
         m.insert("typename".into(), "vineyard::Table".into());
-        m.insert("num_rows_".into(), batches.iter().map(RecordBatch::num_rows).sum::<usize>().into());
+        m.insert(
+            "num_rows_".into(),
+            batches
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>()
+                .into(),
+        );
         m.insert("num_columns_".into(), schema.fields().len().into());
         m.insert("batch_num_".into(), batches.len().into());
         m.insert("partitions_-size".into(), batches.len().into());
@@ -507,11 +552,17 @@ impl Writer<'_> {
                 let schema = Arc::new(Schema::new(vec![f.as_ref().clone().with_name("v")]));
                 let batches = chunks
                     .iter()
-                    .map(|c| RecordBatch::try_new(schema.clone(), vec![c.clone()]).map_err(arrow_error))
+                    .map(|c| {
+                        RecordBatch::try_new(schema.clone(), vec![c.clone()]).map_err(arrow_error)
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 (schema, batches)
             }
-            ArrowValue::Schema(_) => return Err(Error::Unsupported("an Arrow schema alone is not stored".into())),
+            ArrowValue::Schema(_) => {
+                return Err(Error::Unsupported(
+                    "an Arrow schema alone is not stored".into(),
+                ))
+            }
         };
         let mut out = Vec::new();
         let mut writer = StreamWriter::try_new(&mut out, &schema).map_err(arrow_error)?;

@@ -11,8 +11,10 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use arrow_array::ffi::{from_ffi, to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
-use arrow_array::ffi_stream::{RecordBatchStreamReader, FFI_ArrowArrayStream};
-use arrow_array::{make_array, Array, ArrayRef, RecordBatch, RecordBatchIterator, RecordBatchReader, StructArray};
+use arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
+use arrow_array::{
+    make_array, Array, ArrayRef, RecordBatch, RecordBatchIterator, RecordBatchReader, StructArray,
+};
 use arrow_buffer::Buffer;
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -279,7 +281,10 @@ impl PyArrowBuffer {
 /// The C struct a capsule named `name` carries.
 fn capsule_ptr<T>(obj: &Bound<'_, PyAny>, name: &'static CStr) -> PyResult<NonNull<T>> {
     let capsule = obj.cast::<PyCapsule>().map_err(|_| {
-        PyTypeError::new_err(format!("expected a PyCapsule named {}", name.to_string_lossy()))
+        PyTypeError::new_err(format!(
+            "expected a PyCapsule named {}",
+            name.to_string_lossy()
+        ))
     })?;
     Ok(capsule.pointer_checked(Some(name))?.cast())
 }
@@ -313,9 +318,12 @@ fn import_stream(value: &Bound<'_, PyAny>) -> PyResult<(SchemaRef, Vec<RecordBat
     let stream = capsule_ptr::<FFI_ArrowArrayStream>(&capsule, STREAM)?;
     // SAFETY: a capsule named arrow_array_stream holds an ArrowArrayStream;
     // `from_raw` moves it out and leaves the capsule's struct released.
-    let reader = unsafe { RecordBatchStreamReader::from_raw(stream.as_ptr()) }.map_err(import_error)?;
+    let reader =
+        unsafe { RecordBatchStreamReader::from_raw(stream.as_ptr()) }.map_err(import_error)?;
     let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(import_error)?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(import_error)?;
     Ok((schema, batches))
 }
 
@@ -336,11 +344,20 @@ pub fn arrow_write<'py>(
         "array" | "layout" => ArrowValue::Array(import_array(value)?.0),
         "record_batch" => {
             let (array, field) = import_array(value)?;
-            let structs = array.as_any().downcast_ref::<StructArray>().ok_or_else(|| {
-                PyTypeError::new_err(format!("a record batch exports a struct array, not {}", array.data_type()))
-            })?;
+            let structs = array
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .ok_or_else(|| {
+                    PyTypeError::new_err(format!(
+                        "a record batch exports a struct array, not {}",
+                        array.data_type()
+                    ))
+                })?;
             let batch = RecordBatch::from(structs.clone());
-            let schema = Schema::new_with_metadata(batch.schema().fields().clone(), field.metadata().clone());
+            let schema = Schema::new_with_metadata(
+                batch.schema().fields().clone(),
+                field.metadata().clone(),
+            );
             ArrowValue::Batch(batch.with_schema(Arc::new(schema)).map_err(import_error)?)
         }
         "table" => {
@@ -354,7 +371,11 @@ pub fn arrow_write<'py>(
             })?;
             ArrowValue::Chunked(field, batches.iter().map(|b| b.column(0).clone()).collect())
         }
-        other => return Err(PyValueError::new_err(format!("unknown Arrow value kind {other:?}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown Arrow value kind {other:?}"
+            )))
+        }
     };
     // A blob loaded through any connection: one of another vineyardd is
     // then copied whole rather than as the slice (rare).
@@ -369,7 +390,10 @@ pub fn arrow_write<'py>(
         // before its unmap): `blob.len` bytes at `blob.start` are a loaded
         // blob's mapping, and `b` lies inside it, so `b`'s owner holds the
         // lease that keeps the mapping. The new buffer owns `b`.
-        Some((unsafe { Buffer::from_custom_allocation(ptr, blob.len, Arc::new(b.clone())) }, at))
+        Some((
+            unsafe { Buffer::from_custom_allocation(ptr, blob.len, Arc::new(b.clone())) },
+            at,
+        ))
     };
     let written = py.detach(|| {
         if kind == "layout" {
@@ -379,5 +403,8 @@ pub fn arrow_write<'py>(
         }
     })?;
     let tree = to_py(py, &written.tree)?;
-    Ok((tree, written.buffers.into_iter().map(PyArrowBuffer).collect()))
+    Ok((
+        tree,
+        written.buffers.into_iter().map(PyArrowBuffer).collect(),
+    ))
 }
