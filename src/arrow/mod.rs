@@ -11,7 +11,8 @@ pub mod types;
 pub mod write;
 
 pub use read::{is_arrow_layout, narrow, read_array, read_value, ArrowValue, Blobs};
-pub use write::{portable, widen, write_layout, write_value, Written};
+pub use types::{portable, widen};
+pub use write::{write_layout, write_value, Written};
 
 /// A zero-length buffer aligned for any Arrow type (an empty `Vec<u8>`'s
 /// dangling pointer is not, and arrow-rs checks alignment).

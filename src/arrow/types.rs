@@ -1,9 +1,16 @@
-//! Names of our Arrow layouts, and schemas and types stored as base64
-//! Arrow IPC schema messages (how we keep the types a value had before its
-//! offsets were widened for the official layouts).
+//! Names of our Arrow layouts; which types the official layouts carry and
+//! how they are widened when stored; schemas as IPC schema messages, and
+//! as base64 text (how we keep the types a value had before it was
+//! widened).
 
-use arrow_schema::{DataType, Schema};
+use std::sync::Arc;
+
+use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteOptions};
+use arrow_schema::{DataType, Field, Schema};
 use serde_json::Value;
+
+use super::write::arrow_error;
+use crate::Result;
 
 /// Our layout of a chunked array: `type_` (base64 schema of one field
 /// `v`) and `__chunks_-<i>` arrays.
@@ -33,6 +40,65 @@ pub fn type_from_b64(text: &Value) -> Result<DataType, String> {
         1 => Ok(s.field(0).data_type().clone()),
         _ => Err("bad Arrow type".into()),
     }
+}
+
+/// True when the official layouts can carry type `t`.
+pub fn portable(t: &DataType) -> bool {
+    use DataType::*;
+    match t {
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float32 | Float64
+        | Boolean | Null => true,
+        Utf8 | LargeUtf8 | Binary | LargeBinary | FixedSizeBinary(_) => true,
+        List(f) | LargeList(f) => portable(f.data_type()),
+        _ => false,
+    }
+}
+
+/// The type an array of type `t` has once stored (64-bit offsets; list
+/// items named "item").
+pub fn widen(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8 => DataType::LargeUtf8,
+        DataType::Binary => DataType::LargeBinary,
+        DataType::List(f) | DataType::LargeList(f) => DataType::LargeList(Arc::new(Field::new(
+            "item",
+            widen(f.data_type()),
+            f.is_nullable(),
+        ))),
+        other => other.clone(),
+    }
+}
+
+pub fn widen_schema(schema: &Schema) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_data_type(widen(f.data_type())))
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+/// The IPC schema message of `schema` (what pyarrow's `Schema.serialize`
+/// gives: continuation marker, length, flatbuffer, padding).
+pub fn schema_bytes(schema: &Schema) -> Result<Vec<u8>> {
+    let options = IpcWriteOptions::default();
+    let mut tracker = DictionaryTracker::new(false);
+    let encoded = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
+        schema,
+        &mut tracker,
+        &options,
+    );
+    let mut out = Vec::new();
+    arrow_ipc::writer::write_message(&mut out, encoded, &options).map_err(arrow_error)?;
+    Ok(out)
+}
+
+pub fn schema_b64(schema: &Schema) -> Result<String> {
+    Ok(b64_encode(&schema_bytes(schema)?))
+}
+
+pub fn type_b64(t: &DataType) -> Result<String> {
+    schema_b64(&Schema::new(vec![Field::new("v", t.clone(), true)]))
 }
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -20,12 +20,15 @@ use std::sync::Arc;
 use arrow_array::{make_array, Array, ArrayRef, RecordBatch};
 use arrow_buffer::{bit_util, BooleanBufferBuilder, Buffer};
 use arrow_data::ArrayData;
-use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteOptions, StreamWriter};
+use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema};
 use serde_json::{json, Map, Value};
 
 use super::read::ArrowValue;
-use super::types::{b64_encode, CHUNKED, EXTRA_SCHEMA, EXTRA_TYPE, IPC};
+use super::types::{
+    portable, schema_b64, schema_bytes, type_b64, widen, widen_schema, CHUNKED, EXTRA_SCHEMA,
+    EXTRA_TYPE, IPC,
+};
 use crate::{Error, Result};
 
 /// A written layout: its tree and the buffers its blobs hold.
@@ -134,66 +137,7 @@ pub fn write_layout(value: &ArrowValue, whole: WholeBlob<'_>, base: usize) -> Re
     })
 }
 
-/// True when the official layouts can carry type `t`.
-pub fn portable(t: &DataType) -> bool {
-    use DataType::*;
-    match t {
-        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float32 | Float64
-        | Boolean | Null => true,
-        Utf8 | LargeUtf8 | Binary | LargeBinary | FixedSizeBinary(_) => true,
-        List(f) | LargeList(f) => portable(f.data_type()),
-        _ => false,
-    }
-}
-
-/// The type an array of type `t` has once stored (64-bit offsets; list
-/// items named "item").
-pub fn widen(t: &DataType) -> DataType {
-    match t {
-        DataType::Utf8 => DataType::LargeUtf8,
-        DataType::Binary => DataType::LargeBinary,
-        DataType::List(f) | DataType::LargeList(f) => DataType::LargeList(Arc::new(Field::new(
-            "item",
-            widen(f.data_type()),
-            f.is_nullable(),
-        ))),
-        other => other.clone(),
-    }
-}
-
-fn widen_schema(schema: &Schema) -> Schema {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_data_type(widen(f.data_type())))
-        .collect();
-    Schema::new_with_metadata(fields, schema.metadata().clone())
-}
-
-/// The IPC schema message of `schema` (what pyarrow's `Schema.serialize`
-/// gives: continuation marker, length, flatbuffer, padding).
-pub fn schema_bytes(schema: &Schema) -> Result<Vec<u8>> {
-    let options = IpcWriteOptions::default();
-    let mut tracker = DictionaryTracker::new(false);
-    let encoded = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
-        schema,
-        &mut tracker,
-        &options,
-    );
-    let mut out = Vec::new();
-    arrow_ipc::writer::write_message(&mut out, encoded, &options).map_err(arrow_error)?;
-    Ok(out)
-}
-
-fn schema_b64(schema: &Schema) -> Result<String> {
-    Ok(b64_encode(&schema_bytes(schema)?))
-}
-
-fn type_b64(t: &DataType) -> Result<String> {
-    schema_b64(&Schema::new(vec![Field::new("v", t.clone(), true)]))
-}
-
-fn arrow_error(e: arrow_schema::ArrowError) -> Error {
+pub(super) fn arrow_error(e: arrow_schema::ArrowError) -> Error {
     Error::Unsupported(format!("cannot store the Arrow value: {e}"))
 }
 
