@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from codec_helpers import CODEC_SETTINGS
 from vineyard.contrib.kedro import _core
 from vineyard.contrib.kedro.codec import encode, get_value, put_value
-from vineyard.contrib.kedro.codec.registry import Writer
+from vineyard.contrib.kedro.codec.buffers import Writer
 from vineyard.contrib.kedro.errors import LayoutError, StoreFullError, VineyardError
 
 
