@@ -8,6 +8,8 @@ from typing import Any, Literal, final
 
 __all__ = [
     "AllocatorToken",
+    "ArrowBuffer",
+    "ArrowValue",
     "Blob",
     "Client",
     "ConnectError",
@@ -32,6 +34,9 @@ __all__ = [
     "allocator_restore",
     "allocator_stats",
     "argo_file_name",
+    "arrow_read",
+    "arrow_read_array",
+    "arrow_write",
     "check_workflow",
     "cli_commands",
     "docker_build_command",
