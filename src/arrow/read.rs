@@ -200,12 +200,20 @@ impl Reader<'_> {
         } else if let Some(dt) = binary_type(t) {
             let (n, offset) = common(m)?;
             let large = matches!(dt, DataType::LargeUtf8 | DataType::LargeBinary);
+            let offsets = self.offsets(m, n, offset, large)?;
+            let data = self.blob(m, "buffer_data_")?;
+            // Items before the array's end are all that is validated (and
+            // so read): a preview of 5 rows reads 5 rows of a long column.
+            let data = match last_offset(&offsets, offset + n, large) {
+                Some(end) if end <= data.len() => data.slice_with_length(0, end),
+                _ => data,
+            };
             ArrayData::builder(dt)
                 .len(n)
                 .offset(offset)
                 .null_bit_buffer(self.optional(m, "null_bitmap_")?)
-                .add_buffer(self.offsets(m, n, offset, large)?)
-                .add_buffer(self.blob(m, "buffer_data_")?)
+                .add_buffer(offsets)
+                .add_buffer(data)
                 .build()
                 .map_err(|e| binary_error(m, e))?
         } else {
@@ -382,6 +390,19 @@ impl Reader<'_> {
             other => Err(m.error(format!("unknown kind_ {other:?}"))),
         }
     }
+}
+
+/// Offset number `i` of a (large) binary array's offsets, if it is there
+/// and not negative.
+fn last_offset(offsets: &Buffer, i: usize, large: bool) -> Option<usize> {
+    let width = if large { 8 } else { 4 };
+    let bytes = offsets.as_slice().get(i * width..(i + 1) * width)?;
+    let v = match *bytes {
+        [a, b, c, d] => i64::from(i32::from_le_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => i64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => return None,
+    };
+    usize::try_from(v).ok()
 }
 
 fn decode_stream(
