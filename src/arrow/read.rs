@@ -208,14 +208,8 @@ impl Reader<'_> {
                 Some(end) if end <= data.len() => data.slice_with_length(0, end),
                 _ => data,
             };
-            ArrayData::builder(dt)
-                .len(n)
-                .offset(offset)
-                .null_bit_buffer(self.optional(m, "null_bitmap_")?)
-                .add_buffer(offsets)
-                .add_buffer(data)
-                .build()
-                .map_err(|e| binary_error(m, e))?
+            let bitmap = self.optional(m, "null_bitmap_")?;
+            binary_data(m, &dt, n, offset, bitmap, offsets, data)?
         } else {
             return Err(m.error("is not an Arrow array layout"));
         };
@@ -392,6 +386,68 @@ impl Reader<'_> {
     }
 }
 
+/// Text from which validation is split across threads (UTF-8 checking
+/// runs at memory speed; the page faults of first touching shared memory
+/// are what threads share out).
+pub(super) const PARALLEL_TEXT: usize = 8 << 20;
+
+/// A binary or string array, validated by arrow-rs: for long text, in
+/// parts on several threads, each part an array of its own over the same
+/// buffers (neighbouring parts share their boundary offset, so together
+/// they check every offset, every item and the bitmap's length).
+fn binary_data(
+    m: Meta<'_>,
+    dt: &DataType,
+    n: usize,
+    offset: usize,
+    bitmap: Option<Buffer>,
+    offsets: Buffer,
+    data: Buffer,
+) -> Result<ArrayData> {
+    let part = |start: usize, len: usize| {
+        ArrayData::builder(dt.clone())
+            .len(len)
+            .offset(offset + start)
+            .null_bit_buffer(bitmap.clone())
+            .add_buffer(offsets.clone())
+            .add_buffer(data.clone())
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(4);
+    if threads < 2 || data.len() < PARALLEL_TEXT || n < threads {
+        return part(0, n).build().map_err(|e| binary_error(m, e));
+    }
+    let per = n.div_ceil(threads);
+    let checks: Vec<std::result::Result<(), arrow_schema::ArrowError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (start, end) = ((t * per).min(n), ((t + 1) * per).min(n));
+                let part = &part;
+                s.spawn(move || part(start, end - start).build().map(|_| ()))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(arrow_schema::ArrowError::ComputeError(
+                        "validation panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    for check in checks {
+        check.map_err(|e| binary_error(m, e))?;
+    }
+    // SAFETY: arrow-rs validated every part above: each part's offsets are
+    // in bounds and monotonic, its text UTF-8 on item boundaries, and the
+    // bitmap long enough for it; the parts cover items 0..n and neighbours
+    // share their boundary offset, so the whole array is valid.
+    Ok(unsafe { part(0, n).build_unchecked() })
+}
+
 /// Offset number `i` of a (large) binary array's offsets, if it is there
 /// and not negative.
 fn last_offset(offsets: &Buffer, i: usize, large: bool) -> Option<usize> {
@@ -545,16 +601,23 @@ pub fn narrow(arr: ArrayRef, to: &DataType) -> std::result::Result<ArrayRef, Str
 }
 
 /// The 64-bit offsets of a (large) binary or list array, sliced to it, as
-/// 32-bit ones.
+/// 32-bit ones. The array was validated, so its offsets are monotonic and
+/// non-negative: they fit in i32 if the last one does, and then the
+/// conversion is a plain (vectorised) narrowing.
 fn narrow_offsets(data: &ArrayData) -> std::result::Result<OffsetBuffer<i32>, String> {
     let all: &[i64] = data.buffers()[0].typed_data::<i64>();
     let mine = all
         .get(data.offset()..data.offset() + data.len() + 1)
         .ok_or("offsets shorter than the array")?;
-    let narrow = mine
-        .iter()
-        .map(|&o| i32::try_from(o).map_err(|_| format!("offset {o} does not fit a 32-bit offset")))
-        .collect::<std::result::Result<Vec<i32>, String>>()?;
-    // Monotonic already (validated as i64), so `new` only re-checks.
-    Ok(OffsetBuffer::new(ScalarBuffer::from(narrow)))
+    let (first, last) = (
+        mine.first().copied().unwrap_or(0),
+        mine.last().copied().unwrap_or(0),
+    );
+    if first < 0 || i32::try_from(last).is_err() {
+        return Err(format!("offsets up to {last} do not fit 32-bit offsets"));
+    }
+    let narrow: Vec<i32> = mine.iter().map(|&o| o as i32).collect();
+    // SAFETY: the same values as the validated (monotonic, non-negative)
+    // i64 offsets, each within 0..=last <= i32::MAX.
+    Ok(unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::from(narrow)) })
 }

@@ -230,3 +230,39 @@ fn hostile_layouts_are_layout_errors() {
         [((1u64 << 63) | 1, Buffer::from_vec(vec![0xffu8; 64]))].into();
     assert!(layout_error(&garbage, &junk).contains("IPC"));
 }
+
+#[test]
+fn long_text_is_validated_in_parts_and_every_part_counts() {
+    let items: Vec<String> = (0..1_000_000).map(|i| format!("item-{i:07}")).collect();
+    let strings = LargeStringArray::from(items.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(strings.value_data().len() >= super::read::PARALLEL_TEXT);
+    same_array(Arc::new(strings.clone()));
+    same_array(Arc::new(strings.slice(3, 999_990)));
+    let (tree, mut blobs) = written(Arc::new(strings));
+    let data_id = tree["buffer_data_"]["id"]
+        .as_str()
+        .and_then(ObjectId::parse)
+        .expect("id")
+        .value();
+    let offsets_id = tree["buffer_offsets_"]["id"]
+        .as_str()
+        .and_then(ObjectId::parse)
+        .expect("id")
+        .value();
+    let text = blobs[&data_id].to_vec();
+    let offsets = blobs[&offsets_id].to_vec();
+    // Bad bytes near the end (in the last part), then near the start.
+    for at in [text.len() - 5, 7] {
+        let mut bad = text.clone();
+        bad[at] = 0xff;
+        let mut b = blobs.clone();
+        b.insert(data_id, Buffer::from_vec(bad));
+        assert!(layout_error(&tree, &b).contains("UTF-8"), "byte {at}");
+    }
+    // An offset that goes back, right where two parts meet.
+    let mut bad = offsets.clone();
+    let mid = 500_000 * 8;
+    bad[mid..mid + 8].copy_from_slice(&1i64.to_le_bytes());
+    blobs.insert(offsets_id, Buffer::from_vec(bad));
+    layout_error(&tree, &blobs);
+}

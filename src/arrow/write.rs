@@ -215,14 +215,33 @@ impl Writer<'_> {
                 _ => 0,
             }
         };
-        let items = raw.as_slice().chunks_exact(width);
         let first = to_usize(read(&raw.as_slice()[..width]))?;
         let last = to_usize(read(&raw.as_slice()[n * width..]))?;
         if large && first == 0 {
             return Ok((self.add(raw), first, last));
         }
-        let rebased: Vec<i64> = items.map(|o| read(o) - first as i64).collect();
-        Ok((self.add(Buffer::from_vec(rebased)), first, last))
+        let base = first as i64;
+        let mut rebased = scratch(n + 1);
+        let out = rebased.as_mut_slice();
+        // Typed when aligned (Arrow buffers are), so the loop vectorises.
+        match (large, raw.as_ptr().align_offset(width)) {
+            (false, 0) => {
+                for (o, &v) in out.iter_mut().zip(raw.typed_data::<i32>()) {
+                    *o = i64::from(v) - base;
+                }
+            }
+            (true, 0) => {
+                for (o, &v) in out.iter_mut().zip(raw.typed_data::<i64>()) {
+                    *o = v - base;
+                }
+            }
+            _ => {
+                for (o, v) in out.iter_mut().zip(raw.as_slice().chunks_exact(width)) {
+                    *o = read(v) - base;
+                }
+            }
+        }
+        Ok((self.add(rebased.into_buffer()), first, last))
     }
 
     /// The layout of one array of a portable type.
@@ -524,6 +543,59 @@ impl Writer<'_> {
         let blob = self.add(Buffer::from_vec(out));
         m.insert("buffer_".into(), blob);
         Ok(m)
+    }
+}
+
+/// Offsets made for a save: large ones in anonymous memory advised to use
+/// huge pages (numpy does the same for large arrays): faulting in 4 KiB
+/// pages of a fresh heap allocation costs as much as filling them.
+enum Scratch {
+    Heap(Vec<i64>),
+    Mapped(memmap2::MmapMut),
+}
+
+const HUGE_SCRATCH: usize = 4 << 20;
+
+fn scratch(items: usize) -> Scratch {
+    let bytes = items * 8;
+    if bytes >= HUGE_SCRATCH {
+        if let Ok(map) = memmap2::MmapOptions::new().len(bytes).map_anon() {
+            // Only a hint: without huge pages the mapping works the same.
+            let _ = map.advise(memmap2::Advice::HugePage);
+            return Scratch::Mapped(map);
+        }
+    }
+    Scratch::Heap(vec![0; items])
+}
+
+impl Scratch {
+    fn as_mut_slice(&mut self) -> &mut [i64] {
+        match self {
+            Scratch::Heap(v) => v,
+            Scratch::Mapped(m) => {
+                // SAFETY: an anonymous mapping is page-aligned, zero-filled
+                // (a valid i64 everywhere) and a whole number of i64s long.
+                let (head, body, _) = unsafe { m.align_to_mut::<i64>() };
+                debug_assert!(head.is_empty());
+                body
+            }
+        }
+    }
+
+    fn into_buffer(self) -> Buffer {
+        match self {
+            Scratch::Heap(v) => Buffer::from_vec(v),
+            Scratch::Mapped(m) => {
+                let ptr = std::ptr::NonNull::new(m.as_ptr().cast_mut());
+                let len = m.len();
+                match ptr {
+                    // SAFETY: `len` bytes at `ptr` are the mapping, which the
+                    // buffer owns (and unmaps when the last clone drops).
+                    Some(ptr) => unsafe { Buffer::from_custom_allocation(ptr, len, Arc::new(m)) },
+                    None => Buffer::from_vec(m.to_vec()),
+                }
+            }
+        }
     }
 }
 
