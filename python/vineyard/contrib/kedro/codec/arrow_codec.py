@@ -7,9 +7,13 @@ to 64-bit offsets: large_string/large_binary), fixed_size_binary, and
 list/large_list (stored as large_list) of those. Buffers are stored sliced to
 the array (offsets rebased to 0; ``offset_`` is only the bit offset < 8 that
 lets a bitmap be copied from its first byte, 0 when there is no bitmap), so a
-slice never drags its parent's memory along. When the stored types differ from the value's (widened offsets,
-list field names), ``vineyard_kedro_schema_`` holds the original schema (Arrow
-IPC, base64) and the reader casts back, sharing the data buffers.
+slice does not drag its parent's memory along; the exception is a slice of an
+array loaded from vineyard that uses at least half of its blobs, which keeps
+the blobs whole with ``offset_`` set, so that saving it references them
+instead of copying. When the stored types differ from the value's (widened
+offsets, list field names), ``vineyard_kedro_schema_`` holds the original
+schema (Arrow IPC, base64) and the reader narrows back, sharing the data
+buffers.
 
 | value | layout |
 |---|---|
@@ -24,12 +28,10 @@ IPC, base64) and the reader casts back, sharing the data buffers.
 
 The layouts are written and read by the core with arrow-rs (``src/arrow/``):
 values cross into it through the Arrow PyCapsule interface, and the buffers
-it hands back (`_core.ArrowBuffer`) own the memory a put reads. A slice of
-an array loaded from vineyard keeps the loaded blobs whole with ``offset_``
-set, so saving it references them instead of copying. Loads are zero-copy:
+it hands back (`_core.ArrowBuffer`) own the memory a put reads. Loads are zero-copy:
 every Arrow buffer is a view of a blob that keeps the mapping alive, and IPC
 streams are read in place. Every array read is validated by the core
-before it is returned (`arrow_read`).
+before it is returned.
 """
 
 from __future__ import annotations
@@ -39,10 +41,75 @@ from typing import Any
 import pyarrow as pa
 
 from vineyard.contrib.kedro import _core
-from vineyard.contrib.kedro.errors import UnsupportedValueError
+from vineyard.contrib.kedro.errors import LayoutError, UnsupportedValueError
 
-from .arrow_read import decode_arrow, decode_arrow_array
-from .buffers import Writer
+from .buffers import Reader, Writer
+from .dispatch import decoder
+from .metadata import OURS
+
+
+# -- read ------------------------------------------------------------------------
+
+IPC = OURS + "ArrowIPC"
+CHUNKED = OURS + "ChunkedArray"
+
+#: Typenames of the array layouts (besides the NumericArray<T> and
+#: BaseBinaryArray<T> families), the same list as ``src/arrow/read.rs``.
+ARRAY_LAYOUTS = (
+    "vineyard::BooleanArray",
+    "vineyard::FixedSizeBinaryArray",
+    "vineyard::NullArray",
+    "vineyard::LargeListArray",
+    "vineyard::LargeStringArray",
+    "vineyard::LargeBinaryArray",
+    "vineyard::StringArray",
+    "vineyard::BinaryArray",
+)
+
+
+def to_pyarrow(value: Any) -> Any:
+    """The pyarrow object of an `_core.ArrowValue` (zero-copy import)."""
+    kind = value.kind
+    try:
+        if kind == "array":
+            return pa.Array._import_from_c_capsule(*value.__arrow_c_array__())
+        if kind == "record_batch":
+            return pa.RecordBatch._import_from_c_capsule(*value.__arrow_c_array__())
+        if kind == "table":
+            return pa.RecordBatchReader._import_from_c_capsule(value.__arrow_c_stream__()).read_all()
+        if kind == "chunked_array":
+            t = pa.Field._import_from_c_capsule(value.__arrow_c_schema__()).type
+            return pa.chunked_array([to_pyarrow(c) for c in value.chunks()], type=t)
+        if kind == "schema":
+            return pa.Schema._import_from_c_capsule(value.__arrow_c_schema__())
+    except pa.ArrowException as e:
+        raise LayoutError(f"pyarrow refused the Arrow {kind} read from vineyard: {e}") from None
+    raise LayoutError(f"unknown Arrow value kind {kind!r}")
+
+
+def decode_arrow_array(meta: dict, r: Reader) -> pa.Array:
+    """A pyarrow array from any of vineyard's array layouts, in its stored
+    types (strings and lists with 64-bit offsets)."""
+    return to_pyarrow(_core.arrow_read_array(meta, r.blobs))
+
+
+@decoder("vineyard::NumericArray<", "vineyard::BaseBinaryArray<", prefix=True)
+@decoder(*ARRAY_LAYOUTS, "vineyard::RecordBatch", "vineyard::Table", "vineyard::SchemaProxy", CHUNKED, IPC)
+def decode_arrow(meta: dict, r: Reader) -> Any:
+    """An Arrow value: array, record batch, table (a polars DataFrame when
+    one was saved), chunked array or schema."""
+    value = to_pyarrow(_core.arrow_read(meta, r.blobs))
+    if isinstance(value, pa.Table) and meta.get("from_polars") in (True, "true", 1):
+        try:
+            import polars as pl
+        except ImportError:
+            return value
+        return pl.from_arrow(value, rechunk=False)
+    return value
+
+
+
+# -- write -----------------------------------------------------------------------
 
 
 def _written(kind: str, value: Any, w: Writer) -> dict:
@@ -108,10 +175,14 @@ def encode_polars(df: Any, w: Writer) -> dict:
 
 
 __all__ = [
+    "ARRAY_LAYOUTS",
+    "CHUNKED",
+    "IPC",
     "array_tree",
     "decode_arrow",
     "decode_arrow_array",
     "encode_arrow",
     "encode_polars",
     "from_capsules",
+    "to_pyarrow",
 ]
