@@ -156,6 +156,18 @@ def mixed_frame(size):
     cols["s"] = pd.Series(words(n * 24), dtype="str")
     cols["c"] = pd.Categorical.from_codes(rng.integers(0, 100, n), categories=cats)
     return pd.DataFrame(cols)
+def arrow_table(size):
+    # per row: 2 int64 (one with 10% nulls), 1 float64, 1 string of ~24 bytes
+    import pyarrow as pa
+    n = max(8, size // 48)
+    rng = np.random.default_rng(4)
+    nulls = rng.random(n) < 0.1
+    return pa.table({
+        "i": np.arange(n, dtype=np.int64),
+        "j": pa.array(rng.integers(0, 1 << 40, n), mask=nulls),
+        "f": rng.random(n),
+        "s": pa.array(words(n * 24).tolist(), type=pa.string()),
+    })
 def columns_frame(columns, rows=1000):
     rng = np.random.default_rng(3)
     return pd.DataFrame(rng.random((rows, columns)), columns=[f"c{i}" for i in range(columns)]).copy()
@@ -176,6 +188,8 @@ def build(kind, size=0, columns=16):
         return object_frame(size)
     if kind == "columns":
         return columns_frame(columns)
+    if kind == "arrow":
+        return arrow_table(size)
     raise ValueError(kind)
 """
 

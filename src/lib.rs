@@ -14,6 +14,7 @@
 //! imports what is above it.
 
 pub mod alloc;
+pub mod arrow;
 pub mod cli;
 pub mod client;
 pub mod connection;
@@ -28,7 +29,6 @@ pub mod protocol;
 pub mod server;
 pub mod shm;
 pub mod store;
-pub mod validate;
 
 #[cfg(feature = "python")]
 mod python;

@@ -33,8 +33,7 @@ fn put_bytes(c: &mut Client, data: &[u8], name: Option<&str>) -> ObjectId {
         name: name.map(str::to_string),
         ..Default::default()
     };
-    // SAFETY: `data` outlives the call.
-    unsafe { store::put(c, &tree, &[Source::from_slice(data)], &opts) }
+    store::put(c, &tree, &[Source::from_slice(data)], &opts)
         .expect("put on instance A")
         .id
 }
@@ -171,8 +170,7 @@ fn object_with_500_members_migrates_every_member() {
         name: Some("many".into()),
         ..Default::default()
     };
-    // SAFETY: `parts` outlives the call.
-    let id = unsafe { store::put(&mut a, &Value::Object(root), &sources, &opts) }
+    let id = store::put(&mut a, &Value::Object(root), &sources, &opts)
         .expect("put 500 members")
         .id;
     resolve(&mut b, "many");
@@ -296,15 +294,12 @@ fn transient_objects_are_invisible_to_other_instances() {
     let mut a = cluster.client(A);
     let data = pattern(1000, 6);
     let tree = json!({"typename": "vineyard_kedro::Bytes", "buf": {"__blob__": 0}});
-    // SAFETY: `data` outlives the call.
-    let id = unsafe {
-        store::put(
-            &mut a,
-            &tree,
-            &[Source::from_slice(&data)],
-            &PutOptions::default(),
-        )
-    }
+    let id = store::put(
+        &mut a,
+        &tree,
+        &[Source::from_slice(&data)],
+        &PutOptions::default(),
+    )
     .unwrap()
     .id;
     let mut b = cluster.client(B);

@@ -28,8 +28,7 @@ fn put_named(c: &mut Client, data: &[u8], name: &str) -> ObjectId {
         name: Some(name.to_string()),
         ..Default::default()
     };
-    // SAFETY: `data` outlives the call and is not modified during it.
-    unsafe { store::put(c, &tree, &[Source::from_slice(data)], &opts) }
+    store::put(c, &tree, &[Source::from_slice(data)], &opts)
         .expect("put")
         .id
 }
@@ -231,8 +230,7 @@ fn a_save_that_knows_what_its_name_points_to_names_and_releases_the_same() {
             previous: Some(previous),
             ..Default::default()
         };
-        // SAFETY: `data` outlives the call and is not modified during it.
-        unsafe { store::put(w, &tree, &[Source::from_slice(&data)], &opts) }.expect("put")
+        store::put(w, &tree, &[Source::from_slice(&data)], &opts).expect("put")
     };
     let first = put(&mut w, 1, None);
     assert_eq!(first.replaced, None);
@@ -267,8 +265,7 @@ fn the_loser_of_two_saves_racing_on_one_name_is_reclaimed_by_gc_orphans() {
             previous: Some(None),
             ..Default::default()
         };
-        // SAFETY: `data` outlives the call and is not modified during it.
-        unsafe { store::put(w, &tree, &[Source::from_slice(&data)], &opts) }
+        store::put(w, &tree, &[Source::from_slice(&data)], &opts)
             .expect("put")
             .id
     };

@@ -40,8 +40,7 @@ fn put_named(c: &mut Client, name: &str, data: &[u8]) -> ObjectId {
         name: Some(name.into()),
         ..Default::default()
     };
-    // SAFETY: `data` outlives the call and is not modified during it.
-    unsafe { store::put(c, &tree, &[Source::from_slice(data)], &opts) }
+    store::put(c, &tree, &[Source::from_slice(data)], &opts)
         .expect("put")
         .id
 }
@@ -138,8 +137,7 @@ fn put_tree(
         name: name.map(str::to_string),
         ..Default::default()
     };
-    // SAFETY: `data` outlives the call and is not modified during it.
-    unsafe { store::put(c, &tree, &[Source::from_slice(data)], &opts) }
+    store::put(c, &tree, &[Source::from_slice(data)], &opts)
         .expect("put")
         .id
 }
@@ -356,27 +354,21 @@ fn saves_deeper_than_the_limit_are_refused_and_leave_nothing() {
         ..Default::default()
     };
     let before = c.memory_usage().unwrap();
-    // SAFETY: `data` outlives the calls and is not modified during them.
-    let ok = unsafe {
-        store::put(
-            &mut c,
-            &nested(MAX_TREE_DEPTH),
-            &[Source::from_slice(&data)],
-            &opts,
-        )
-    };
+    let ok = store::put(
+        &mut c,
+        &nested(MAX_TREE_DEPTH),
+        &[Source::from_slice(&data)],
+        &opts,
+    );
     assert!(ok.is_ok(), "{ok:?}");
     c.del_data(&[ok.unwrap().id], false, true).unwrap();
     c.drop_name("deep").unwrap();
-    // SAFETY: as above.
-    let err = unsafe {
-        store::put(
-            &mut c,
-            &nested(MAX_TREE_DEPTH + 1),
-            &[Source::from_slice(&data)],
-            &opts,
-        )
-    }
+    let err = store::put(
+        &mut c,
+        &nested(MAX_TREE_DEPTH + 1),
+        &[Source::from_slice(&data)],
+        &opts,
+    )
     .unwrap_err()
     .to_string();
     assert!(err.contains("at most 64 levels"), "{err}");

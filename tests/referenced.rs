@@ -8,7 +8,7 @@ mod common;
 use common::{pattern, start_server};
 use serde_json::json;
 use vineyard_kedro::lease;
-use vineyard_kedro::store::{self, PutOptions, PutResult, Source};
+use vineyard_kedro::store::{self, PutOptions, PutResult, RawSource, Source};
 use vineyard_kedro::{BlobBytes, Client, ObjectId, PrivateBytes, Server};
 
 const MIB: usize = 1 << 20;
@@ -37,7 +37,8 @@ unsafe fn put_raw(
         ..Default::default()
     };
     // SAFETY: forwarded caller contract.
-    unsafe { store::put(c, &tree, &[Source::Contiguous { ptr, len }], &opts) }.expect("put")
+    let source = unsafe { Source::from_raw(RawSource::Contiguous { ptr, len }) };
+    store::put(c, &tree, &[source], &opts).expect("put")
 }
 
 fn put_bytes(c: &mut Client, data: &[u8], name: &str) -> PutResult {

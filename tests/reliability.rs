@@ -39,8 +39,7 @@ fn put_named(c: &mut Client, name: &str, buffers: &[&[u8]]) -> vineyard_kedro::R
         name: Some(name.to_string()),
         ..Default::default()
     };
-    // SAFETY: the slices outlive the call and are not modified during it.
-    let r = unsafe { store::put(c, &tree_of(buffers.len()), &sources, &opts) }?;
+    let r = store::put(c, &tree_of(buffers.len()), &sources, &opts)?;
     if let Some(old) = r.replaced {
         c.del_data(&[old], false, true)?;
     }

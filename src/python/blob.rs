@@ -10,7 +10,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -44,6 +43,11 @@ impl PyBlob {
             owner,
             private: OnceLock::new(),
         }
+    }
+
+    /// The lease of the blob (what an Arrow buffer over it holds).
+    pub(super) fn lease(&self) -> &Arc<Lease> {
+        &self.lease
     }
 
     /// This load's private mapping of the blob, made on first use.
@@ -100,57 +104,6 @@ impl PyBlob {
     /// A copy of the bytes.
     fn tobytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, self.lease.bytes.as_slice())
-    }
-
-    /// True when `count` Arrow offsets of `itemsize` (4 or 8) bytes, starting
-    /// `start` bytes into this blob, never decrease and lie in `0..=data_size`:
-    /// then every item of the array lies inside its data buffer. One pass with
-    /// the GIL released (the O(n) part of loading a string column safely).
-    fn offsets_ok(
-        &self,
-        py: Python<'_>,
-        start: usize,
-        count: usize,
-        itemsize: usize,
-        data_size: u64,
-    ) -> PyResult<bool> {
-        let bytes = self.lease.bytes.as_slice();
-        let end = count
-            .checked_mul(itemsize)
-            .and_then(|n| n.checked_add(start));
-        let range = match end {
-            Some(end) if end <= bytes.len() && (itemsize == 4 || itemsize == 8) => start..end,
-            _ => {
-                return Err(PyValueError::new_err(
-                    "offsets outside the blob, or an item size other than 4 or 8",
-                ))
-            }
-        };
-        Ok(py.detach(|| crate::validate::offsets_ok(&bytes[range], itemsize, data_size)))
-    }
-
-    /// True when every item of the string array whose `count` offsets start
-    /// `start` bytes into this blob is valid UTF-8 in `data` (offsets already
-    /// checked by `offsets_ok`). One pass with the GIL released.
-    fn utf8_ok(
-        &self,
-        py: Python<'_>,
-        start: usize,
-        count: usize,
-        itemsize: usize,
-        data: PyRef<'_, PyBlob>,
-    ) -> PyResult<bool> {
-        let bytes = self.lease.bytes.as_slice();
-        let range = count
-            .checked_mul(itemsize)
-            .and_then(|n| n.checked_add(start))
-            .filter(|end| *end <= bytes.len() && (itemsize == 4 || itemsize == 8))
-            .map(|end| start..end)
-            .ok_or_else(|| {
-                PyValueError::new_err("offsets outside the blob, or an item size other than 4 or 8")
-            })?;
-        let text = data.lease.bytes.as_slice();
-        Ok(py.detach(|| crate::validate::utf8_items_ok(text, &bytes[range], itemsize)))
     }
 
     fn __repr__(&self) -> String {

@@ -202,7 +202,10 @@ impl PyClient {
         private: bool,
     ) -> PyResult<(u64, Option<u64>, u64, u64)> {
         let tree = to_json(tree)?;
-        let (sources, owners) = sources_of(&buffers)?;
+        // The sources borrow `borrowed`, which holds the objects owning
+        // their memory: it outlives the put.
+        let borrowed = sources_of(&buffers)?;
+        let sources = borrowed.sources();
         let reference_loaded = reference_enabled();
         let res = self.with(py, move |st| {
             let private = private.then_some(name.as_ref()).flatten().cloned();
@@ -213,13 +216,7 @@ impl PyClient {
                 previous,
                 reference_loaded,
             };
-            // SAFETY: every source points into memory owned by an object in
-            // `owners` (see `sources_of`), which lives on this stack frame
-            // until after `with` returns, so no source dangles during the
-            // copy. A Python thread writing to an array while it is being
-            // saved changes only which bytes are stored, as with any copy
-            // made without the GIL.
-            let r = unsafe { store::put(client(st)?, &tree, &sources, &opts) }?;
+            let r = store::put(client(st)?, &tree, &sources, &opts)?;
             if let Some(n) = private {
                 st.own_names.insert(n, r.id);
             }
@@ -228,7 +225,7 @@ impl PyClient {
             }
             Ok(r)
         })?;
-        drop(owners);
+        drop(borrowed);
         Ok((
             res.id.value(),
             res.replaced.map(ObjectId::value),

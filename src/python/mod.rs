@@ -5,6 +5,7 @@
 //! socket I/O, copies and mmap, and results are converted back after.
 
 mod allocator;
+mod arrow;
 mod blob;
 mod client;
 mod convert;
@@ -59,6 +60,8 @@ mod _core {
         allocator_active, allocator_install, allocator_release, allocator_restore, allocator_stats,
         AllocatorToken,
     };
+    #[pymodule_export]
+    use super::arrow::{arrow_read, arrow_read_array, arrow_write, PyArrowBuffer, PyArrowValue};
     #[pymodule_export]
     use super::blob::{PyBlob, SharedView};
     #[pymodule_export]

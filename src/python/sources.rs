@@ -1,5 +1,5 @@
 //! The buffers of a put: Python objects that own their memory, turned into
-//! `store::Source`s here, next to the `unsafe` copy that reads them.
+//! `store::Source`s here, which borrow the objects that own their memory.
 //!
 //! Memory never crosses the seam as an integer. A buffer is `bytes`, a
 //! numpy array, or any object with the buffer protocol (bytearray,
@@ -15,21 +15,43 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
 
-use crate::store::Source;
+use super::arrow::PyArrowBuffer;
+use crate::store::{RawSource, Source};
 
 /// The Python objects the sources of one put point into. Dropping it may
 /// free their memory: it must outlive every use of the sources.
-pub(super) struct Owners<'py>(Vec<Bound<'py, PyAny>>);
+struct Owners<'py>(Vec<Bound<'py, PyAny>>);
+
+/// The sources of one put with the objects that own their memory: only
+/// `sources_of` makes one, taking each pointer from an object it holds.
+pub(super) struct Borrowed<'py> {
+    raw: Vec<RawSource>,
+    owners: Owners<'py>,
+}
+
+impl Borrowed<'_> {
+    /// The sources, borrowed from this value (so from its owners).
+    pub(super) fn sources(&self) -> Vec<Source<'_>> {
+        let _ = &self.owners;
+        self.raw
+            .iter()
+            // SAFETY: `sources_of` took every raw source from the memory of
+            // an object it pushed to `owners`, which this value holds for
+            // as long as the sources borrow it. A Python thread writing to
+            // an array while it is being saved changes only which bytes are
+            // stored, as with any copy made without the GIL.
+            .map(|r| unsafe { Source::from_raw(*r) })
+            .collect()
+    }
+}
 
 static NDARRAY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static MEMORYVIEW: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static ASARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static CONTIGUOUS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// The sources of `buffers`, and the objects holding their memory.
-pub(super) fn sources_of<'py>(
-    buffers: &[Bound<'py, PyAny>],
-) -> PyResult<(Vec<Source>, Owners<'py>)> {
+/// The sources of `buffers`, with the objects holding their memory.
+pub(super) fn sources_of<'py>(buffers: &[Bound<'py, PyAny>]) -> PyResult<Borrowed<'py>> {
     let mut owners = Owners(Vec::with_capacity(buffers.len()));
     let sources = buffers
         .iter()
@@ -41,14 +63,21 @@ pub(super) fn sources_of<'py>(
             })
         })
         .collect::<PyResult<Vec<_>>>()?;
-    Ok((sources, owners))
+    Ok(Borrowed {
+        raw: sources,
+        owners,
+    })
 }
 
-fn source_of<'py>(obj: &Bound<'py, PyAny>, owners: &mut Owners<'py>) -> PyResult<Source> {
+fn source_of<'py>(obj: &Bound<'py, PyAny>, owners: &mut Owners<'py>) -> PyResult<RawSource> {
     let py = obj.py();
     if let Ok(b) = obj.cast::<PyBytes>() {
         owners.0.push(obj.clone());
-        return Ok(Source::from_slice(b.as_bytes()));
+        return Ok(contiguous(b.as_bytes()));
+    }
+    if let Ok(b) = obj.cast::<PyArrowBuffer>() {
+        owners.0.push(obj.clone());
+        return Ok(contiguous(b.get().0.as_slice()));
     }
     let ndarray = NDARRAY.import(py, "numpy", "ndarray")?;
     let array = if obj.get_type().is(ndarray) {
@@ -90,7 +119,7 @@ fn source_of<'py>(obj: &Bound<'py, PyAny>, owners: &mut Owners<'py>) -> PyResult
 /// The source of an exact ndarray's elements in C order: one contiguous run,
 /// or rows of contiguous bytes a constant (possibly negative) stride apart;
 /// None for any other layout.
-fn array_source(a: &Bound<'_, PyAny>) -> PyResult<Option<Source>> {
+fn array_source(a: &Bound<'_, PyAny>) -> PyResult<Option<RawSource>> {
     let py = a.py();
     let ai = a.getattr(intern!(py, "__array_interface__"))?;
     let ai = ai.cast::<PyDict>()?;
@@ -114,13 +143,13 @@ fn array_source(a: &Bound<'_, PyAny>) -> PyResult<Option<Source>> {
         .try_fold(itemsize, |n, &d| n.checked_mul(d))
         .ok_or_else(|| PyValueError::new_err("array size overflows"))?;
     if nbytes == 0 {
-        return Ok(Some(Source::from_slice(&[])));
+        return Ok(Some(contiguous(&[])));
     }
     let Some(strides) = strides else {
-        return Ok(Some(Source::Contiguous { ptr, len: nbytes }));
+        return Ok(Some(RawSource::Contiguous { ptr, len: nbytes }));
     };
     if shape.is_empty() {
-        return Ok(Some(Source::Contiguous { ptr, len: nbytes }));
+        return Ok(Some(RawSource::Contiguous { ptr, len: nbytes }));
     }
     if strides.len() != shape.len() {
         return Err(PyValueError::new_err(
@@ -137,14 +166,21 @@ fn array_source(a: &Bound<'_, PyAny>) -> PyResult<Option<Source>> {
     }
     let (count, stride) = (shape[0], strides[0]);
     if count == 1 || stride == row as isize {
-        return Ok(Some(Source::Contiguous { ptr, len: nbytes }));
+        return Ok(Some(RawSource::Contiguous { ptr, len: nbytes }));
     }
-    Ok(Some(Source::Strided {
+    Ok(Some(RawSource::Strided {
         ptr,
         itemsize: row,
         count,
         stride,
     }))
+}
+
+fn contiguous(bytes: &[u8]) -> RawSource {
+    RawSource::Contiguous {
+        ptr: bytes.as_ptr(),
+        len: bytes.len(),
+    }
 }
 
 /// Bytes per item of an array-interface typestr (`<f8`, `|u1`, `<M8[ns]`,

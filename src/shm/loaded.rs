@@ -119,6 +119,16 @@ pub fn lookup(start: usize, len: usize) -> Option<Loaded> {
         .find(|l| l.len == len)
 }
 
+/// The loaded blob whose mapping holds address `addr`.
+pub fn lookup_containing(addr: usize) -> Option<Loaded> {
+    let r = registry();
+    r.entries
+        .range(..=(addr, u64::MAX))
+        .map(|(_, l)| *l)
+        .next_back()
+        .filter(|l| addr < l.start + l.len)
+}
+
 /// Number of registered mappings (for tests and diagnostics).
 pub fn count() -> usize {
     registry().entries.len()

@@ -2,15 +2,15 @@
 //! handed out to an array of this process: stored as they are, sealed in
 //! place, instead of copied.
 
-use super::source::Source;
+use super::source::RawSource;
 use crate::client::Client;
 use crate::object::ObjectId;
 
 /// The blob `s` is, sealed for this put, or `None` (copy it).
-pub(super) fn seal_in_place(client: &Client, s: &Source) -> Option<ObjectId> {
+pub(super) fn seal_in_place(client: &Client, s: &RawSource) -> Option<ObjectId> {
     match *s {
-        Source::Contiguous { ptr, len } => crate::alloc::seal_for_put(ptr, len, client.socket()),
-        Source::Strided { .. } => None,
+        RawSource::Contiguous { ptr, len } => crate::alloc::seal_for_put(ptr, len, client.socket()),
+        RawSource::Strided { .. } => None,
     }
 }
 

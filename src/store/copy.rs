@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::source::Source;
+use super::source::RawSource;
 use crate::shm::Region;
 
 const CHUNK: usize = 8 << 20;
@@ -31,7 +31,7 @@ pub(crate) struct Dest<'a> {
 }
 
 #[derive(Clone, Copy)]
-struct Piece<'a>(Source, Dest<'a>);
+struct Piece<'a>(RawSource, Dest<'a>);
 // SAFETY: pieces write disjoint destination ranges and only read sources
 // that the caller keeps valid for the whole copy; `Region` is Sync.
 unsafe impl Send for Piece<'_> {}
@@ -43,7 +43,7 @@ unsafe impl Sync for Piece<'_> {}
 /// # Safety
 /// Each source must be readable for its described range and each destination
 /// writable for `source.len()` bytes, not aliased by any other destination.
-pub(crate) unsafe fn copy_all(jobs: &[(Source, Dest<'_>)]) {
+pub(crate) unsafe fn copy_all(jobs: &[(RawSource, Dest<'_>)]) {
     let mut pieces = Vec::new();
     let mut total = 0usize;
     for &(src, dst) in jobs {
@@ -87,23 +87,23 @@ fn copy_threads() -> usize {
     })
 }
 
-fn start_address(src: &Source) -> usize {
+fn start_address(src: &RawSource) -> usize {
     match *src {
-        Source::Contiguous { ptr, .. } => ptr as usize,
-        Source::Strided {
+        RawSource::Contiguous { ptr, .. } => ptr as usize,
+        RawSource::Strided {
             ptr, stride, count, ..
         } if stride < 0 && count > 0 => {
             (ptr as usize).wrapping_sub((count - 1) * stride.unsigned_abs())
         }
-        Source::Strided { ptr, .. } => ptr as usize,
+        RawSource::Strided { ptr, .. } => ptr as usize,
     }
 }
 
 /// # Safety
 /// As [`copy_all`].
-unsafe fn split<'a>(src: Source, dst: Dest<'a>, pieces: &mut Vec<Piece<'a>>) {
+unsafe fn split<'a>(src: RawSource, dst: Dest<'a>, pieces: &mut Vec<Piece<'a>>) {
     match src {
-        Source::Contiguous { ptr, len } => {
+        RawSource::Contiguous { ptr, len } => {
             let mut off = 0;
             while off < len {
                 let n = CHUNK.min(len - off);
@@ -112,11 +112,11 @@ unsafe fn split<'a>(src: Source, dst: Dest<'a>, pieces: &mut Vec<Piece<'a>>) {
                 // SAFETY: off + n <= len, inside the destination.
                 let to = unsafe { dst.ptr.add(off) };
                 let to = Dest { ptr: to, ..dst };
-                pieces.push(Piece(Source::Contiguous { ptr: from, len: n }, to));
+                pieces.push(Piece(RawSource::Contiguous { ptr: from, len: n }, to));
                 off += n;
             }
         }
-        Source::Strided {
+        RawSource::Strided {
             ptr,
             itemsize,
             count,
@@ -132,7 +132,7 @@ unsafe fn split<'a>(src: Source, dst: Dest<'a>, pieces: &mut Vec<Piece<'a>>) {
                 let to = unsafe { dst.ptr.add(i * itemsize) };
                 let to = Dest { ptr: to, ..dst };
                 pieces.push(Piece(
-                    Source::Strided {
+                    RawSource::Strided {
                         ptr: from,
                         itemsize,
                         count: n,
@@ -148,7 +148,7 @@ unsafe fn split<'a>(src: Source, dst: Dest<'a>, pieces: &mut Vec<Piece<'a>>) {
 
 /// # Safety
 /// `src` must be readable and `dst` writable for `src.len()` bytes.
-unsafe fn copy_piece(src: Source, dst: Dest<'_>) {
+unsafe fn copy_piece(src: RawSource, dst: Dest<'_>) {
     if let Some(region) = dst.region.filter(|_| src.len() >= PREFAULT_MIN) {
         region.prefault(
             (dst.ptr as usize).wrapping_sub(region.base() as usize),
@@ -157,11 +157,11 @@ unsafe fn copy_piece(src: Source, dst: Dest<'_>) {
     }
     let dst = dst.ptr;
     match src {
-        Source::Contiguous { ptr, len } => {
+        RawSource::Contiguous { ptr, len } => {
             // SAFETY: caller contract; shared memory never overlaps the source.
             unsafe { std::ptr::copy_nonoverlapping(ptr, dst, len) }
         }
-        Source::Strided {
+        RawSource::Strided {
             ptr,
             itemsize,
             count,
@@ -222,7 +222,7 @@ mod tests {
             // SAFETY: column c starts c items into the matrix.
             let ptr = unsafe { base.add(c * 8) };
             jobs.push((
-                Source::Strided {
+                RawSource::Strided {
                     ptr,
                     itemsize: 8,
                     count: rows,
@@ -237,7 +237,7 @@ mod tests {
         // SAFETY: the last item of column 0.
         let last = unsafe { base.add((rows - 1) * 24) };
         jobs.push((
-            Source::Strided {
+            RawSource::Strided {
                 ptr: last,
                 itemsize: 8,
                 count: rows,
@@ -268,7 +268,7 @@ mod tests {
             region: None,
         };
         // SAFETY: both buffers have big.len() bytes.
-        unsafe { copy_all(&[(Source::from_slice(&big), to)]) };
+        unsafe { copy_all(&[(crate::store::Source::from_slice(&big).raw(), to)]) };
         assert!(dst == big);
     }
 }

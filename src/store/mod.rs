@@ -21,7 +21,7 @@ mod copy;
 mod reference;
 mod source;
 
-pub use source::Source;
+pub use source::{RawSource, Source};
 
 /// The deepest tree a put accepts: members nested at most this many levels
 /// below the root. Far above any layout of ours (a DataFrame column's blob
@@ -78,32 +78,26 @@ pub struct PutResult {
     pub referenced: u64,
 }
 
-/// Stores a tree and its buffers as one object, atomically.
-///
-/// # Safety
-/// Every `Source` must point to memory that stays valid and unmodified until
-/// this function returns.
-pub unsafe fn put(
+/// Stores a tree and its buffers as one object, atomically. The sources
+/// are borrowed for the call (see [`Source`]).
+pub fn put(
     client: &mut Client,
     tree: &Value,
-    sources: &[Source],
+    sources: &[Source<'_>],
     opts: &PutOptions,
 ) -> Result<PutResult> {
     let mut created: Vec<ObjectId> = Vec::new();
     let mut blobs: Vec<BlobBytes> = Vec::new();
     let mut in_place: Vec<ObjectId> = Vec::new();
-    // SAFETY: forwarded caller contract.
-    let res = unsafe {
-        put_inner(
-            client,
-            tree,
-            sources,
-            opts,
-            &mut created,
-            &mut blobs,
-            &mut in_place,
-        )
-    };
+    let res = put_inner(
+        client,
+        tree,
+        sources,
+        opts,
+        &mut created,
+        &mut blobs,
+        &mut in_place,
+    );
     match &res {
         Ok(r) => allocated::stored(&in_place, r.id),
         Err(_) => cleanup(client, &created, &blobs),
@@ -111,10 +105,10 @@ pub unsafe fn put(
     res
 }
 
-unsafe fn put_inner(
+fn put_inner(
     client: &mut Client,
     tree: &Value,
-    sources: &[Source],
+    sources: &[Source<'_>],
     opts: &PutOptions,
     created: &mut Vec<ObjectId>,
     blobs: &mut Vec<BlobBytes>,
@@ -139,7 +133,7 @@ unsafe fn put_inner(
         .iter()
         .map(|s| {
             (!s.is_empty())
-                .then(|| allocated::seal_in_place(client, s))
+                .then(|| allocated::seal_in_place(client, &s.raw()))
                 .flatten()
         })
         .collect();
@@ -149,7 +143,7 @@ unsafe fn put_inner(
         .zip(&sealed_here)
         .map(|(s, here)| {
             (opts.reference_loaded && !s.is_empty() && here.is_none())
-                .then(|| reference::loaded_blob(client, s))
+                .then(|| reference::loaded_blob(client, &s.raw()))
                 .flatten()
         })
         .collect();
@@ -181,7 +175,7 @@ unsafe fn put_inner(
                 ptr: b.as_ptr() as *mut u8,
                 region: b.region().map(|r| &**r),
             };
-            jobs.push((*s, dest));
+            jobs.push((s.raw(), dest));
         }
     }
     // Seal before filling. Nobody else knows these ids until the metadata
@@ -194,7 +188,8 @@ unsafe fn put_inner(
     client.seal_many(&sealed)?;
     // SAFETY: destinations are fresh blobs of exactly the source sizes, owned
     // by this put and unknown to anyone else until `create_datas` below;
-    // sources are valid per the caller's contract.
+    // sources are borrowed (`Source<'_>`) for at least this call, valid and
+    // unmodified per `Source::from_raw`'s contract.
     unsafe { copy::copy_all(&jobs) };
     let bytes: u64 = sizes.iter().sum();
 

@@ -6,7 +6,7 @@
 //! when the last one is deleted, so the new object keeps the blob alive
 //! after the object it was loaded from goes.
 
-use super::source::Source;
+use super::source::RawSource;
 use crate::client::Client;
 use crate::shm::{loaded, Loaded, MappingKind};
 
@@ -21,16 +21,16 @@ use crate::shm::{loaded, Loaded, MappingKind};
 /// while registered, and the connection that loaded it holds the blob's
 /// lease while it is mapped, so the blob exists at least until the
 /// caller's sources are released.
-pub fn loaded_blob(client: &Client, source: &Source) -> Option<Loaded> {
+pub fn loaded_blob(client: &Client, source: &RawSource) -> Option<Loaded> {
     let (start, len) = match *source {
-        Source::Contiguous { ptr, len } => (ptr as usize, len),
-        Source::Strided {
+        RawSource::Contiguous { ptr, len } => (ptr as usize, len),
+        RawSource::Strided {
             ptr,
             itemsize,
             count,
             stride,
         } if stride > 0 && stride as usize == itemsize => (ptr as usize, itemsize * count),
-        Source::Strided { .. } => return None,
+        RawSource::Strided { .. } => return None,
     };
     let found = loaded::lookup(start, len)?;
     if !client.owns_region(found.region) {

@@ -355,7 +355,7 @@ def _cpp_tensor(w, a, cpp):
 
 
 def test_reads_the_cpp_spellings_and_cpp_dataframe_index(client):
-    from vineyard.contrib.kedro.codec.registry import Writer
+    from vineyard.contrib.kedro.codec.buffers import Writer
 
     w = Writer()
     a = np.arange(4, dtype=np.int32)

@@ -124,19 +124,24 @@ def test_arrow_tables_and_polars_frames_passed_on_are_referenced(c):
     whole = put_value(c, loaded, name="ref/table_whole")
     one = put_value(c, loaded.select(["y"]), name="ref/table_y")
     sliced = put_value(c, loaded.slice(10, 1000), name="ref/table_slice")
+    big_slice = put_value(c, loaded.slice(10, ROWS - 20), name="ref/table_big_slice")
     frame = put_value(c, get_value(c, name="ref/polars"), name="ref/polars_again")
     assert (whole.nbytes, whole.referenced) == (0, 16 * MIB)
     assert (one.nbytes, one.referenced) == (0, 8 * MIB)
     assert (frame.nbytes, frame.referenced) == (0, 8 * MIB)
-    # A slice is a part of its blobs: copied (no offset_ rebasing yet).
+    # A slice that uses most of its blobs references them whole, offset_
+    # saying where it starts; a small one is copied rather than keep the
+    # whole blobs alive.
+    assert (big_slice.nbytes, big_slice.referenced) == (0, 16 * MIB)
     assert (sliced.nbytes, sliced.referenced) == (2 * 1000 * 8, 0)
     assert used(c) - before <= sliced.nbytes + SLACK
     del loaded
     assert get_value(c, name="ref/table_whole").equals(table)
     assert get_value(c, name="ref/table_y").equals(table.select(["y"]))
     assert get_value(c, name="ref/table_slice").equals(table.slice(10, 1000))
+    assert get_value(c, name="ref/table_big_slice").equals(table.slice(10, ROWS - 20))
     assert get_value(c, name="ref/polars_again")["x"].to_numpy().tolist() == list(range(ROWS))
-    names = ["ref/table", "ref/polars", "ref/table_whole", "ref/table_y", "ref/table_slice", "ref/polars_again"]
+    names = ["ref/table", "ref/polars", "ref/table_whole", "ref/table_y", "ref/table_slice", "ref/table_big_slice", "ref/polars_again"]
     delete_all(c, names)
     assert used(c) == base
 

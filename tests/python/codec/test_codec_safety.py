@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from codec_helpers import CODEC_SETTINGS
 from vineyard.contrib.kedro import _core
 from vineyard.contrib.kedro.codec import encode, get_value, put_value
-from vineyard.contrib.kedro.codec.registry import Writer
+from vineyard.contrib.kedro.codec.buffers import Writer
 from vineyard.contrib.kedro.errors import LayoutError, StoreFullError, VineyardError
 
 
@@ -155,7 +155,7 @@ def test_garbage_arrow_streams(client):
     tree, w = tree_of(pa.table({"d": pa.array(["a", "b"]).dictionary_encode()}))
     idx = tree["buffer_"]["__blob__"]
     src = w.buffers[idx]
-    w.buffers[idx] = bytes(src[: len(src) // 2])  # truncated stream
+    w.buffers[idx] = src.tobytes()[: len(src) // 2]  # truncated stream
     tree["size_"] = len(src) // 2
     assert_layout_error(client, tree, w)
     tree, w = tree_of(pa.table({"a": [1, 2]}))

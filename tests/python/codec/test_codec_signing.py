@@ -17,8 +17,9 @@ import pytest
 
 from vineyard.contrib.kedro._compat import DatasetError
 from vineyard.contrib.kedro.codec import encode, get_value, put_value
-from vineyard.contrib.kedro.codec import registry
-from vineyard.contrib.kedro.codec.registry import EXTRA, Writer
+from vineyard.contrib.kedro.codec import buffers
+from vineyard.contrib.kedro.codec.buffers import Writer
+from vineyard.contrib.kedro.codec.metadata import EXTRA
 from vineyard.contrib.kedro.codec.signing import ENV_SECRET, SIGNATURE, SecretError, UnsignedPickleError
 from vineyard.contrib.kedro.errors import LayoutError
 from vineyard.contrib.kedro.io import VineyardDataSet
@@ -64,7 +65,9 @@ def never_unpickles(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the load unpickled")
 
-    monkeypatch.setattr(registry, "unpickle", boom)
+    # Reader.unpickle calls the module's `unpickle` (the only way decoders
+    # unpickle), so patching it there catches every unpickle of a load.
+    monkeypatch.setattr(buffers, "unpickle", boom)
 
 
 def put_tree(client, tree, w, name=None):

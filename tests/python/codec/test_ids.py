@@ -1,5 +1,5 @@
 """One id grammar for the package: `_core.parse_id` (Rust `ObjectId::parse`),
-used by the codecs' `registry.parse_id` for metadata and by the CLI for ids
+used by the codecs' `metadata.parse_id` for metadata and by the CLI for ids
 users type."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from vineyard.contrib.kedro import _core
-from vineyard.contrib.kedro.codec import registry
+from vineyard.contrib.kedro.codec import buffers, metadata
 from vineyard.contrib.kedro.errors import LayoutError
 
 JUNK = ["", "o", "1234", "12345678901234567", "o+1", "o-1", "o 1", " o1", "o1 ", "o_1",
@@ -25,7 +25,7 @@ JUNK = ["", "o", "1234", "12345678901234567", "o+1", "o-1", "o 1", " o1", "o1 ",
 )
 def test_both_callers_read_the_same_spellings(text, value):
     assert _core.parse_id(text) == value
-    assert registry.parse_id(text, "buffer_") == value
+    assert metadata.parse_id(text, "buffer_") == value
 
 
 @pytest.mark.parametrize("text", JUNK)
@@ -33,15 +33,15 @@ def test_junk_is_refused_by_both_callers(text):
     with pytest.raises(ValueError, match="is not an object id"):
         _core.parse_id(text)
     with pytest.raises(LayoutError, match=r"^buffer_: .* is not an object id"):
-        registry.parse_id(text, "buffer_")
+        metadata.parse_id(text, "buffer_")
 
 
 def test_json_numbers_and_non_strings():
-    assert registry.parse_id(5) == 5
+    assert metadata.parse_id(5) == 5
     for bad in (-1, 1 << 64, True, None, 1.0, b"o1"):
         with pytest.raises(LayoutError, match="is not an object id"):
-            registry.parse_id(bad)
+            metadata.parse_id(bad)
 
 
 def test_empty_blob_id_is_the_cores():
-    assert registry.EMPTY_BLOB_ID == _core.EMPTY_BLOB_ID == 0x8000000000000000
+    assert buffers.EMPTY_BLOB_ID == _core.EMPTY_BLOB_ID == 0x8000000000000000

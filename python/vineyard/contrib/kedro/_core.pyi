@@ -4,10 +4,12 @@ Checked against the built module by `python -m mypy.stubtest` in .ci/run.
 """
 
 from os import PathLike
-from typing import Any, final
+from typing import Any, Literal, final
 
 __all__ = [
     "AllocatorToken",
+    "ArrowBuffer",
+    "ArrowValue",
     "Blob",
     "Client",
     "ConnectError",
@@ -32,6 +34,9 @@ __all__ = [
     "allocator_restore",
     "allocator_stats",
     "argo_file_name",
+    "arrow_read",
+    "arrow_read_array",
+    "arrow_write",
     "check_workflow",
     "cli_commands",
     "docker_build_command",
@@ -87,8 +92,6 @@ class Blob:
     def __len__(self) -> int: ...
     def shared_view(self) -> SharedView: ...
     def tobytes(self) -> bytes: ...
-    def offsets_ok(self, start: int, count: int, itemsize: int, data_size: int) -> bool: ...
-    def utf8_ok(self, start: int, count: int, itemsize: int, data: Blob) -> bool: ...
 
 @final
 class SharedView:
@@ -97,6 +100,29 @@ class SharedView:
 
     @property
     def __array_interface__(self) -> dict[str, Any]: ...
+
+@final
+class ArrowValue:
+    """An Arrow value read from vineyard (zero-copy; its buffers hold their
+    blobs' leases), exported through the Arrow PyCapsule interface."""
+
+    @property
+    def kind(self) -> Literal["array", "record_batch", "table", "chunked_array", "schema"]: ...
+    def chunks(self) -> list[ArrowValue]: ...
+    def __arrow_c_schema__(self) -> object: ...
+    def __arrow_c_array__(self, requested_schema: object | None = None) -> tuple[object, object]: ...
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
+
+@final
+class ArrowBuffer:
+    """One buffer of an Arrow value being saved (owns its memory)."""
+
+    def __len__(self) -> int: ...
+    def tobytes(self) -> bytes: ...
+
+def arrow_write(kind: Literal["array", "layout", "record_batch", "table", "chunked_array"], value: object, base: int) -> tuple[dict[str, Any], list[ArrowBuffer]]: ...
+def arrow_read(meta: dict[str, Any], blobs: dict[int, Blob]) -> ArrowValue: ...
+def arrow_read_array(meta: dict[str, Any], blobs: dict[int, Blob]) -> ArrowValue: ...
 
 @final
 class Client:

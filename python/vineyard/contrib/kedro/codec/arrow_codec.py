@@ -7,9 +7,13 @@ to 64-bit offsets: large_string/large_binary), fixed_size_binary, and
 list/large_list (stored as large_list) of those. Buffers are stored sliced to
 the array (offsets rebased to 0; ``offset_`` is only the bit offset < 8 that
 lets a bitmap be copied from its first byte, 0 when there is no bitmap), so a
-slice never drags its parent's memory along. When the stored types differ from the value's (widened offsets,
-list field names), ``vineyard_kedro_schema_`` holds the original schema (Arrow
-IPC, base64) and the reader casts back, sharing the data buffers.
+slice does not drag its parent's memory along; the exception is a slice of an
+array loaded from vineyard that uses at least half of its blobs, which keeps
+the blobs whole with ``offset_`` set, so that saving it references them
+instead of copying. When the stored types differ from the value's (widened
+offsets, list field names), ``vineyard_kedro_schema_`` holds the original
+schema (Arrow IPC, base64) and the reader narrows back, sharing the data
+buffers.
 
 | value | layout |
 |---|---|
@@ -22,211 +26,117 @@ IPC, base64) and the reader casts back, sharing the data buffers.
 | any other object with ``__arrow_c_stream__`` (DuckDB relations, arro3, nanoarrow, ...) | its stream read into a ``pa.Table`` (a ``pa.ChunkedArray`` for a stream of non-struct arrays), laid out as above |
 | any other object with ``__arrow_c_array__`` | a ``pa.RecordBatch`` (a struct array is a record batch in the PyCapsule interface), else a ``pa.Array``, laid out as above |
 
-Loads are zero-copy: every Arrow buffer is a view of a blob that keeps the
-mapping alive, and IPC streams are read in place. Every array read is
-validated before it is returned (`arrow_read`).
+The layouts are written and read by the core with arrow-rs (``src/arrow/``):
+values cross into it through the Arrow PyCapsule interface, and the buffers
+it hands back (`_core.ArrowBuffer`) own the memory a put reads. Loads are zero-copy:
+every Arrow buffer is a view of a blob that keeps the mapping alive, and IPC
+streams are read in place. Every array read is validated by the core
+before it is returned.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from vineyard.contrib.kedro.errors import UnsupportedValueError
+from vineyard.contrib.kedro import _core
+from vineyard.contrib.kedro.errors import LayoutError, UnsupportedValueError
 
-from .arrow_read import decode_arrow_array, decode_ipc
-from .arrow_types import CHUNKED, IPC, LARGE_BINARY, LARGE_STRING, portable, schema_b64, type_b64, widen, widen_schema
-from .buffers import Writer
-from .metadata import EXTRA
-
-
-# -- encode arrays --------------------------------------------------------------
+from .buffers import Reader, Writer
+from .dispatch import decoder
+from .metadata import OURS
 
 
-def _bits(n: int) -> int:
-    return (n + 7) // 8
+# -- read ------------------------------------------------------------------------
+
+IPC = OURS + "ArrowIPC"
+CHUNKED = OURS + "ChunkedArray"
+
+#: Typenames of the array layouts (besides the NumericArray<T> and
+#: BaseBinaryArray<T> families), the same list as ``src/arrow/read.rs``.
+ARRAY_LAYOUTS = (
+    "vineyard::BooleanArray",
+    "vineyard::FixedSizeBinaryArray",
+    "vineyard::NullArray",
+    "vineyard::LargeListArray",
+    "vineyard::LargeStringArray",
+    "vineyard::LargeBinaryArray",
+    "vineyard::StringArray",
+    "vineyard::BinaryArray",
+)
 
 
-def _validity(arr: pa.Array, w: Writer, start: int, n: int) -> dict:
-    bitmap = arr.buffers()[0]
-    if arr.null_count == 0 or bitmap is None:
-        return w.empty()
-    return w.memory(bitmap.slice(start // 8, _bits(n)))
+def to_pyarrow(value: Any) -> Any:
+    """The pyarrow object of an `_core.ArrowValue` (zero-copy import)."""
+    kind = value.kind
+    try:
+        if kind == "array":
+            return pa.Array._import_from_c_capsule(*value.__arrow_c_array__())
+        if kind == "record_batch":
+            return pa.RecordBatch._import_from_c_capsule(*value.__arrow_c_array__())
+        if kind == "table":
+            return pa.RecordBatchReader._import_from_c_capsule(value.__arrow_c_stream__()).read_all()
+        if kind == "chunked_array":
+            t = pa.Field._import_from_c_capsule(value.__arrow_c_schema__()).type
+            return pa.chunked_array([to_pyarrow(c) for c in value.chunks()], type=t)
+        if kind == "schema":
+            return pa.Schema._import_from_c_capsule(value.__arrow_c_schema__())
+    except pa.ArrowException as e:
+        raise LayoutError(f"pyarrow refused the Arrow {kind} read from vineyard: {e}") from None
+    raise LayoutError(f"unknown Arrow value kind {kind!r}")
 
 
-def _offsets(arr: pa.Array, w: Writer, start: int, n: int, large: bool) -> tuple[dict, int, int]:
-    """Rebased 64-bit offsets of items [start, start+n); returns (blob, first, last)."""
-    buf = arr.buffers()[1]
-    if buf is None or n == 0:
-        zeros = np.zeros(n + 1, dtype=np.int64)
-        return w.array(zeros), 0, 0
-    offs = np.frombuffer(buf, dtype=np.int64 if large else np.int32)[start : start + n + 1]
-    first, last = int(offs[0]), int(offs[-1])
-    if large and first == 0:
-        return w.array(offs), first, last
-    wide = offs.astype(np.int64)
-    if first:
-        wide -= first
-    return w.array(wide), first, last
+def decode_arrow_array(meta: dict, r: Reader) -> pa.Array:
+    """A pyarrow array from any of vineyard's array layouts, in its stored
+    types (strings and lists with 64-bit offsets)."""
+    return to_pyarrow(_core.arrow_read_array(meta, r.blobs))
+
+
+@decoder("vineyard::NumericArray<", "vineyard::BaseBinaryArray<", prefix=True)
+@decoder(*ARRAY_LAYOUTS, "vineyard::RecordBatch", "vineyard::Table", "vineyard::SchemaProxy", CHUNKED, IPC)
+def decode_arrow(meta: dict, r: Reader) -> Any:
+    """An Arrow value: array, record batch, table (a polars DataFrame when
+    one was saved), chunked array or schema."""
+    value = to_pyarrow(_core.arrow_read(meta, r.blobs))
+    if isinstance(value, pa.Table) and meta.get("from_polars") in (True, "true", 1):
+        try:
+            import polars as pl
+        except ImportError:
+            return value
+        return pl.from_arrow(value, rechunk=False)
+    return value
+
+
+
+# -- write -----------------------------------------------------------------------
+
+
+def _written(kind: str, value: Any, w: Writer) -> dict:
+    tree, buffers = _core.arrow_write(kind, value, len(w.buffers))
+    w.buffers.extend(buffers)
+    return tree
 
 
 def array_tree(arr: pa.Array, w: Writer) -> dict:
-    """The official layout of an array of a portable type (see `portable`)."""
-    t = arr.type
-    n = len(arr)
-    # Bitmaps (validity, boolean values) are copied from the byte holding the
-    # first bit, so up to 7 leading items stay in front: offset_ skips them.
-    bits = pa.types.is_boolean(t) or (arr.null_count > 0 and arr.buffers()[0] is not None)
-    r = arr.offset % 8 if bits else 0
-    start = arr.offset - r
-    common = {"length_": n, "null_count_": arr.null_count, "offset_": r, "nbytes": int(arr.nbytes)}
-    if pa.types.is_null(t):
-        return {"typename": "vineyard::NullArray", "length_": n, "nbytes": 0}
-    if pa.types.is_boolean(t):
-        values = arr.buffers()[1]
-        return {
-            "typename": "vineyard::BooleanArray",
-            **common,
-            "buffer_": w.memory(values.slice(start // 8, _bits(r + n))) if n else w.empty(),
-            "null_bitmap_": _validity(arr, w, start, r + n),
-        }
-    if pa.types.is_integer(t) or pa.types.is_floating(t):
-        values = arr.buffers()[1]
-        size = t.bit_width // 8
-        return {
-            "typename": f"vineyard::NumericArray<{t}>",
-            **common,
-            "buffer_": w.memory(values.slice(start * size, (r + n) * size)) if n else w.empty(),
-            "null_bitmap_": _validity(arr, w, start, r + n),
-        }
-    if pa.types.is_fixed_size_binary(t):
-        values = arr.buffers()[1]
-        width = t.byte_width
-        return {
-            "typename": "vineyard::FixedSizeBinaryArray",
-            **common,
-            "byte_width_": width,
-            "buffer_": w.memory(values.slice(start * width, (r + n) * width)) if n and width else w.empty(),
-            "null_bitmap_": _validity(arr, w, start, r + n),
-        }
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        large = pa.types.is_large_string(t) or pa.types.is_large_binary(t)
-        offsets, first, last = _offsets(arr, w, start, r + n, large)
-        data = arr.buffers()[2]
-        textual = pa.types.is_string(t) or pa.types.is_large_string(t)
-        return {
-            "typename": LARGE_STRING if textual else LARGE_BINARY,
-            **common,
-            "buffer_offsets_": offsets,
-            "buffer_data_": w.memory(data.slice(first, last - first)) if data is not None else w.empty(),
-            "null_bitmap_": _validity(arr, w, start, r + n),
-        }
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        offsets, first, last = _offsets(arr, w, start, r + n, pa.types.is_large_list(t))
-        return {
-            "typename": "vineyard::LargeListArray",
-            **common,
-            "buffer_offsets_": offsets,
-            "null_bitmap_": _validity(arr, w, start, r + n),
-            "values_": array_tree(arr.values.slice(first, last - first), w),
-        }
-    raise TypeError(f"no official layout for Arrow type {t}")
-
-
-def schema_tree(schema: pa.Schema) -> dict:
-    """``vineyard::SchemaProxy`` of the (widened) schema."""
-    data = schema.serialize().to_pybytes()
-    return {"typename": "vineyard::SchemaProxy", "schema_binary_": json.dumps({"bytes": list(data)}), "nbytes": len(data)}
-
-
-def batch_tree(batch: pa.RecordBatch, w: Writer, stored: pa.Schema) -> dict:
-    tree: dict[str, Any] = {
-        "typename": "vineyard::RecordBatch",
-        "row_num_": batch.num_rows,
-        "column_num_": batch.num_columns,
-        "__columns_-size": batch.num_columns,
-        "nbytes": int(batch.nbytes),
-        "schema_": schema_tree(stored),
-    }
-    for i in range(batch.num_columns):
-        tree[f"__columns_-{i}"] = array_tree(batch.column(i), w)
-    return tree
-
-
-def table_tree(table: pa.Table, w: Writer) -> dict:
-    stored = widen_schema(table.schema)
-    batches = table.to_batches()
-    tree: dict[str, Any] = {
-        "typename": "vineyard::Table",
-        "num_rows_": table.num_rows,
-        "num_columns_": table.num_columns,
-        "batch_num_": len(batches),
-        "partitions_-size": len(batches),
-        "nbytes": int(table.nbytes),
-        "schema_": schema_tree(stored),
-    }
-    if not stored.equals(table.schema, check_metadata=True):
-        tree[EXTRA + "schema_"] = schema_b64(table.schema)
-    for i, b in enumerate(batches):
-        tree[f"partitions_-{i}"] = batch_tree(b, w, stored)
-    return tree
-
-
-def ipc_tree(value: Any, w: Writer, kind: str) -> dict:
-    """One Arrow IPC stream in a blob (written straight into a sized buffer)."""
-    if kind == "array":
-        value = pa.RecordBatch.from_arrays([value], names=["v"])
-    elif kind == "chunked_array":
-        value = pa.Table.from_arrays([value], names=["v"])
-
-    def write(sink: Any) -> None:
-        with pa.ipc.new_stream(sink, value.schema) as out:
-            if isinstance(value, pa.Table):
-                out.write_table(value)
-            else:
-                out.write_batch(value)
-
-    mock = pa.MockOutputStream()
-    write(mock)
-    size = mock.size()
-    buf = np.empty(size, dtype=np.uint8)
-    write(pa.FixedSizeBufferWriter(pa.py_buffer(buf)))
-    return {"typename": IPC, "kind_": kind, "size_": size, "nbytes": size, "buffer_": w.array(buf)}
+    """The official layout of an array of a portable type, as other layouts
+    embed it (`UnsupportedValueError` for any other type)."""
+    return _written("layout", arr, w)
 
 
 def encode_arrow(value: Any, w: Writer) -> dict | None:
     """The tree of a pyarrow Table/RecordBatch/Array/ChunkedArray, else None."""
     if isinstance(value, pa.Table):
-        if all(portable(f.type) for f in value.schema):
-            return table_tree(value, w)
-        return ipc_tree(value, w, "table")
+        return _written("table", value, w)
     if isinstance(value, pa.RecordBatch):
-        if all(portable(f.type) for f in value.schema):
-            stored = widen_schema(value.schema)
-            tree = batch_tree(value, w, stored)
-            if not stored.equals(value.schema, check_metadata=True):
-                tree[EXTRA + "schema_"] = schema_b64(value.schema)
-            return tree
-        return ipc_tree(value, w, "record_batch")
+        return _written("record_batch", value, w)
     if isinstance(value, pa.ChunkedArray):
-        if portable(value.type):
-            tree = {"typename": CHUNKED, "type_": type_b64(value.type), "__chunks_-size": value.num_chunks, "nbytes": int(value.nbytes)}
-            for i, c in enumerate(value.chunks):
-                tree[f"__chunks_-{i}"] = array_tree(c, w)
-            return tree
-        return ipc_tree(value, w, "chunked_array")
+        # A stream of one column: pyarrow exports chunked arrays as streams
+        # only from version 16 on, tables from 14.
+        return _written("chunked_array", pa.Table.from_arrays([value], names=["v"]), w)
     if isinstance(value, pa.Array):
-        if portable(value.type):
-            tree = array_tree(value, w)
-            if widen(value.type) != value.type:
-                tree[EXTRA + "type_"] = type_b64(value.type)
-            return tree
-        return ipc_tree(value, w, "array")
+        return _written("array", value, w)
     return None
-
 
 def _streams_columns(value: Any) -> bool:
     """True unless the object says (``__arrow_c_schema__``) that its stream
@@ -265,13 +175,14 @@ def encode_polars(df: Any, w: Writer) -> dict:
 
 
 __all__ = [
+    "ARRAY_LAYOUTS",
+    "CHUNKED",
+    "IPC",
     "array_tree",
+    "decode_arrow",
     "decode_arrow_array",
-    "decode_ipc",
     "encode_arrow",
     "encode_polars",
     "from_capsules",
-    "portable",
-    "schema_tree",
-    "widen",
+    "to_pyarrow",
 ]

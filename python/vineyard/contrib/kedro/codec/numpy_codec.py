@@ -125,7 +125,7 @@ def decode_raw_tensor(meta: dict, r: Reader) -> np.ndarray:
 
 
 def decode_string_tensor(meta: dict, r: Reader) -> np.ndarray:
-    from .arrow_read import decode_arrow_array  # pyarrow only when a string tensor is read
+    from .arrow_codec import decode_arrow_array  # pyarrow only when a string tensor is read
 
     buf = meta.get("buffer_")
     if not isinstance(buf, dict):
