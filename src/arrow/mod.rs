@@ -5,11 +5,13 @@
 //! and Arrow IPC streams. Buffers are the blobs themselves, mapped: a read
 //! copies no data.
 
+pub mod ipc;
 pub mod meta;
 pub mod read;
 pub mod types;
 pub mod write;
 
+pub use ipc::{IpcStream, Part};
 pub use read::{is_arrow_layout, narrow, read_array, read_value, ArrowValue, Blobs};
 pub use types::{portable, widen};
 pub use write::{write_layout, write_value, Written};

@@ -47,7 +47,7 @@ fn round_trip(value: &ArrowValue) -> (Value, crate::Result<ArrowValue>) {
         .buffers
         .iter()
         .enumerate()
-        .map(|(i, b)| ((1u64 << 63) | (i as u64 + 1), b.clone()))
+        .map(|(i, b)| ((1u64 << 63) | (i as u64 + 1), b.to_buffer().expect("bytes")))
         .collect();
     let tree = with_ids(&written.tree);
     let back = read_value(&tree, &Map(blobs));
@@ -174,7 +174,7 @@ fn written(value: ArrayRef) -> (Value, HashMap<u64, Buffer>) {
         .buffers
         .into_iter()
         .enumerate()
-        .map(|(i, b)| ((1u64 << 63) | (i as u64 + 1), b))
+        .map(|(i, b)| ((1u64 << 63) | (i as u64 + 1), b.to_buffer().expect("bytes")))
         .collect();
     (with_ids(&w.tree), blobs)
 }

@@ -13,17 +13,18 @@
 //! references the blobs instead of copying a slice of them.
 //!
 //! The output is a metadata tree whose blobs are `{"__blob__": i}`, the
-//! i-th buffer (counting from a base the caller gives), and those buffers.
+//! i-th part (counting from a base the caller gives), and those parts:
+//! buffers to copy, or an IPC stream to write straight into its blob.
 
 use std::sync::Arc;
 
 use arrow_array::{make_array, Array, ArrayRef, RecordBatch};
 use arrow_buffer::{bit_util, BooleanBufferBuilder, Buffer};
 use arrow_data::ArrayData;
-use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema};
 use serde_json::{json, Map, Value};
 
+use super::ipc::{IpcStream, Part};
 use super::read::ArrowValue;
 use super::types::{
     portable, schema_b64, schema_bytes, type_b64, widen, widen_schema, CHUNKED, EXTRA_SCHEMA,
@@ -31,10 +32,10 @@ use super::types::{
 };
 use crate::{Error, Result};
 
-/// A written layout: its tree and the buffers its blobs hold.
+/// A written layout: its tree and what its blobs hold.
 pub struct Written {
     pub tree: Value,
-    pub buffers: Vec<Buffer>,
+    pub buffers: Vec<Part>,
 }
 
 /// Given a buffer, the whole loaded blob it lies in, and how many bytes
@@ -160,14 +161,18 @@ fn numeric_name(t: &DataType) -> Option<&'static str> {
 }
 
 struct Writer<'a> {
-    buffers: Vec<Buffer>,
+    buffers: Vec<Part>,
     base: usize,
     whole: WholeBlob<'a>,
 }
 
 impl Writer<'_> {
     fn add(&mut self, b: Buffer) -> Value {
-        self.buffers.push(b);
+        self.add_part(Part::Bytes(b))
+    }
+
+    fn add_part(&mut self, p: Part) -> Value {
+        self.buffers.push(p);
         json!({ "__blob__": self.base + self.buffers.len() - 1 })
     }
 
@@ -345,7 +350,7 @@ impl Writer<'_> {
         }
         let bitmap = self.validity(data, r, r + n)?;
         m.insert("null_bitmap_".into(), bitmap);
-        let nbytes: usize = self.buffers[first_blob..].iter().map(Buffer::len).sum();
+        let nbytes: usize = self.buffers[first_blob..].iter().map(Part::len).sum();
         m.insert("nbytes".into(), nbytes.into());
         Ok(m)
     }
@@ -436,7 +441,7 @@ impl Writer<'_> {
             None => self.empty(),
         };
         m.insert("null_bitmap_".into(), b);
-        let nbytes: usize = self.buffers[first_blob..].iter().map(Buffer::len).sum();
+        let nbytes: usize = self.buffers[first_blob..].iter().map(Part::len).sum();
         m.insert("nbytes".into(), nbytes.into());
         Some(m)
     }
@@ -527,20 +532,14 @@ impl Writer<'_> {
                 ))
             }
         };
-        let mut out = Vec::new();
-        let mut writer = StreamWriter::try_new(&mut out, &schema).map_err(arrow_error)?;
-        for b in &batches {
-            writer.write(b).map_err(arrow_error)?;
-        }
-        writer.finish().map_err(arrow_error)?;
-        drop(writer);
-        let size = out.len();
+        let stream = IpcStream::new(schema, batches)?;
+        let size = stream.len();
         let mut m = Map::new();
         m.insert("typename".into(), IPC.into());
         m.insert("kind_".into(), kind.into());
         m.insert("size_".into(), size.into());
         m.insert("nbytes".into(), size.into());
-        let blob = self.add(Buffer::from_vec(out));
+        let blob = self.add_part(Part::Ipc(stream));
         m.insert("buffer_".into(), blob);
         Ok(m)
     }

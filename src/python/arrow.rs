@@ -24,7 +24,7 @@ use pyo3::types::{PyBytes, PyCapsule, PyDict, PyTuple};
 use super::blob::PyBlob;
 use super::client::Lease;
 use super::convert::{to_json, to_py};
-use crate::arrow::{read_array, read_value, write_layout, write_value, ArrowValue, Blobs};
+use crate::arrow::{read_array, read_value, write_layout, write_value, ArrowValue, Blobs, Part};
 use crate::shm::loaded;
 use crate::ObjectId;
 
@@ -257,10 +257,11 @@ impl PyArrowValue {
     }
 }
 
-/// One buffer of an Arrow value being saved: owns (a reference to) its
-/// memory, which a put reads while it holds this object.
+/// One blob's worth of an Arrow value being saved: a buffer that owns (a
+/// reference to) its memory, which a put reads while it holds this object,
+/// or an Arrow IPC stream that the put writes straight into the blob.
 #[pyclass(name = "ArrowBuffer", module = "vineyard.contrib.kedro._core", frozen)]
-pub struct PyArrowBuffer(pub(super) Buffer);
+pub struct PyArrowBuffer(pub(super) Part);
 
 #[pymethods]
 impl PyArrowBuffer {
@@ -269,12 +270,16 @@ impl PyArrowBuffer {
     }
 
     /// A copy of the bytes.
-    fn tobytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, self.0.as_slice())
+    fn tobytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = self.0.to_buffer()?;
+        Ok(PyBytes::new(py, bytes.as_slice()))
     }
 
     fn __repr__(&self) -> String {
-        format!("ArrowBuffer({} bytes)", self.0.len())
+        match &self.0 {
+            Part::Bytes(b) => format!("ArrowBuffer({} bytes)", b.len()),
+            Part::Ipc(s) => format!("ArrowBuffer(Arrow IPC stream of {} bytes)", s.len()),
+        }
     }
 }
 

@@ -205,7 +205,7 @@ impl PyClient {
         // The sources borrow `borrowed`, which holds the objects owning
         // their memory: it outlives the put.
         let borrowed = sources_of(&buffers)?;
-        let sources = borrowed.sources();
+        let sources = borrowed.sources()?;
         let reference_loaded = reference_enabled();
         let res = self.with(py, move |st| {
             let private = private.then_some(name.as_ref()).flatten().cloned();

@@ -16,6 +16,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
 
 use super::arrow::PyArrowBuffer;
+use crate::arrow::Part;
 use crate::store::{RawSource, Source};
 
 /// The Python objects the sources of one put point into. Dropping it may
@@ -25,22 +26,44 @@ struct Owners<'py>(Vec<Bound<'py, PyAny>>);
 /// The sources of one put with the objects that own their memory: only
 /// `sources_of` makes one, taking each pointer from an object it holds.
 pub(super) struct Borrowed<'py> {
-    raw: Vec<RawSource>,
+    raw: Vec<Entry>,
     owners: Owners<'py>,
+}
+
+/// One source: memory in an owner, or the Arrow IPC stream of the owner at
+/// an index, which writes itself into its blob.
+enum Entry {
+    Raw(RawSource),
+    Stream(usize),
 }
 
 impl Borrowed<'_> {
     /// The sources, borrowed from this value (so from its owners).
-    pub(super) fn sources(&self) -> Vec<Source<'_>> {
-        let _ = &self.owners;
+    pub(super) fn sources(&self) -> PyResult<Vec<Source<'_>>> {
         self.raw
             .iter()
-            // SAFETY: `sources_of` took every raw source from the memory of
-            // an object it pushed to `owners`, which this value holds for
-            // as long as the sources borrow it. A Python thread writing to
-            // an array while it is being saved changes only which bytes are
-            // stored, as with any copy made without the GIL.
-            .map(|r| unsafe { Source::from_raw(*r) })
+            .map(|e| match e {
+                // SAFETY: `sources_of` took every raw source from the memory
+                // of an object it pushed to `owners`, which this value holds
+                // for as long as the sources borrow it. A Python thread
+                // writing to an array while it is being saved changes only
+                // which bytes are stored, as with any copy made without the
+                // GIL.
+                Entry::Raw(r) => Ok(unsafe { Source::from_raw(*r) }),
+                Entry::Stream(i) => {
+                    let owner = self
+                        .owners
+                        .0
+                        .get(*i)
+                        .and_then(|o| o.cast::<PyArrowBuffer>().ok());
+                    match owner.as_ref().map(|o| &o.get().0) {
+                        Some(Part::Ipc(stream)) => Ok(Source::generated(stream.len(), stream)),
+                        _ => Err(
+                            crate::Error::Internal("a stream source lost its owner".into()).into(),
+                        ),
+                    }
+                }
+            })
             .collect()
     }
 }
@@ -69,15 +92,18 @@ pub(super) fn sources_of<'py>(buffers: &[Bound<'py, PyAny>]) -> PyResult<Borrowe
     })
 }
 
-fn source_of<'py>(obj: &Bound<'py, PyAny>, owners: &mut Owners<'py>) -> PyResult<RawSource> {
+fn source_of<'py>(obj: &Bound<'py, PyAny>, owners: &mut Owners<'py>) -> PyResult<Entry> {
     let py = obj.py();
     if let Ok(b) = obj.cast::<PyBytes>() {
         owners.0.push(obj.clone());
-        return Ok(contiguous(b.as_bytes()));
+        return Ok(Entry::Raw(contiguous(b.as_bytes())));
     }
     if let Ok(b) = obj.cast::<PyArrowBuffer>() {
         owners.0.push(obj.clone());
-        return Ok(contiguous(b.get().0.as_slice()));
+        return Ok(match &b.get().0 {
+            Part::Bytes(bytes) => Entry::Raw(contiguous(bytes.as_slice())),
+            Part::Ipc(_) => Entry::Stream(owners.0.len() - 1),
+        });
     }
     let ndarray = NDARRAY.import(py, "numpy", "ndarray")?;
     let array = if obj.get_type().is(ndarray) {
@@ -104,7 +130,7 @@ fn source_of<'py>(obj: &Bound<'py, PyAny>, owners: &mut Owners<'py>) -> PyResult
     };
     if let Some(src) = array_source(&array)? {
         owners.0.push(array);
-        return Ok(src);
+        return Ok(Entry::Raw(src));
     }
     // Neither contiguous nor made of contiguous rows: gather it first.
     let c = CONTIGUOUS
@@ -113,7 +139,7 @@ fn source_of<'py>(obj: &Bound<'py, PyAny>, owners: &mut Owners<'py>) -> PyResult
     let src = array_source(&c)?
         .ok_or_else(|| PyValueError::new_err("numpy.ascontiguousarray gave a strided array"))?;
     owners.0.push(c);
-    Ok(src)
+    Ok(Entry::Raw(src))
 }
 
 /// The source of an exact ndarray's elements in C order: one contiguous run,

@@ -39,7 +39,7 @@ impl Region {
     pub fn make_private(&self, offset: usize, len: usize) -> std::io::Result<()> {
         let page = page_size();
         let in_range = offset.checked_add(len).is_some_and(|end| end <= self.len());
-        if len == 0 || offset % page != 0 || len % page != 0 || !in_range {
+        if len == 0 || !offset.is_multiple_of(page) || !len.is_multiple_of(page) || !in_range {
             return Err(std::io::Error::other(format!(
                 "{len} bytes at offset {offset} are not whole pages of the mapping"
             )));

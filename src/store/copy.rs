@@ -267,8 +267,9 @@ mod tests {
             ptr: dst.as_mut_ptr(),
             region: None,
         };
+        let raw = crate::store::Source::from_slice(&big).raw().expect("raw");
         // SAFETY: both buffers have big.len() bytes.
-        unsafe { copy_all(&[(crate::store::Source::from_slice(&big).raw(), to)]) };
+        unsafe { copy_all(&[(raw, to)]) };
         assert!(dst == big);
     }
 }

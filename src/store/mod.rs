@@ -21,7 +21,7 @@ mod copy;
 mod reference;
 mod source;
 
-pub use source::{RawSource, Source};
+pub use source::{Fill, RawSource, Source};
 
 /// The deepest tree a put accepts: members nested at most this many levels
 /// below the root. Far above any layout of ours (a DataFrame column's blob
@@ -133,7 +133,7 @@ fn put_inner(
         .iter()
         .map(|s| {
             (!s.is_empty())
-                .then(|| allocated::seal_in_place(client, &s.raw()))
+                .then(|| s.raw().and_then(|r| allocated::seal_in_place(client, &r)))
                 .flatten()
         })
         .collect();
@@ -143,7 +143,7 @@ fn put_inner(
         .zip(&sealed_here)
         .map(|(s, here)| {
             (opts.reference_loaded && !s.is_empty() && here.is_none())
-                .then(|| reference::loaded_blob(client, &s.raw()))
+                .then(|| s.raw().and_then(|r| reference::loaded_blob(client, &r)))
                 .flatten()
         })
         .collect();
@@ -156,6 +156,7 @@ fn put_inner(
     *blobs = client.create_buffers(&sizes)?;
     let mut blob_ids = Vec::with_capacity(sources.len());
     let mut jobs = Vec::new();
+    let mut fills = Vec::new();
     let mut next = blobs.iter();
     let mut referenced = 0u64;
     for (s, (here, reused)) in sources.iter().zip(sealed_here.iter().zip(&reused)) {
@@ -175,7 +176,13 @@ fn put_inner(
                 ptr: b.as_ptr() as *mut u8,
                 region: b.region().map(|r| &**r),
             };
-            jobs.push((s.raw(), dest));
+            match (s.raw(), s.fill()) {
+                (Some(raw), _) => jobs.push((raw, dest)),
+                (None, Some(fill)) => fills.push((fill, dest, s.len())),
+                (None, None) => {
+                    return Err(Error::Internal("a source with nothing to store".into()))
+                }
+            }
         }
     }
     // Seal before filling. Nobody else knows these ids until the metadata
@@ -191,6 +198,12 @@ fn put_inner(
     // sources are borrowed (`Source<'_>`) for at least this call, valid and
     // unmodified per `Source::from_raw`'s contract.
     unsafe { copy::copy_all(&jobs) };
+    for (fill, dest, len) in fills {
+        // SAFETY: as above, `dest` is a fresh blob of `len` bytes that only
+        // this put knows.
+        let out = unsafe { std::slice::from_raw_parts_mut(dest.ptr, len) };
+        fill.fill(out).map_err(Error::Unsupported)?;
+    }
     let bytes: u64 = sizes.iter().sum();
 
     // Create members level by level, deepest first.

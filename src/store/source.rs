@@ -7,21 +7,44 @@
 
 use std::marker::PhantomData;
 
-/// Bytes to copy into one blob, borrowed for `'a`.
-#[derive(Clone, Copy, Debug)]
+/// Bytes to store in one blob, borrowed for `'a`: memory to copy, or a
+/// writer that produces them straight into the blob.
+#[derive(Clone, Copy)]
 pub struct Source<'a> {
-    raw: RawSource,
+    kind: Kind<'a>,
     _memory: PhantomData<&'a [u8]>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    Raw(RawSource),
+    Generated { len: usize, fill: &'a dyn Fill },
+}
+
+/// Something that writes a blob's bytes itself (an Arrow IPC stream), so
+/// they need not be made somewhere else first and then copied.
+pub trait Fill: Sync {
+    /// Writes exactly `out.len()` bytes (the length the source declared).
+    fn fill(&self, out: &mut [u8]) -> std::result::Result<(), String>;
+}
+
+impl std::fmt::Debug for Source<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            Kind::Raw(r) => r.fmt(f),
+            Kind::Generated { len, .. } => write!(f, "Generated({len} bytes)"),
+        }
+    }
 }
 
 impl<'a> Source<'a> {
     /// A source over a slice.
     pub fn from_slice(s: &'a [u8]) -> Source<'a> {
         Source {
-            raw: RawSource::Contiguous {
+            kind: Kind::Raw(RawSource::Contiguous {
                 ptr: s.as_ptr(),
                 len: s.len(),
-            },
+            }),
             _memory: PhantomData,
         }
     }
@@ -32,24 +55,46 @@ impl<'a> Source<'a> {
     /// The memory `raw` describes must stay valid and unmodified for `'a`.
     pub unsafe fn from_raw(raw: RawSource) -> Source<'a> {
         Source {
-            raw,
+            kind: Kind::Raw(raw),
             _memory: PhantomData,
         }
     }
 
-    /// What the source reads.
-    pub fn raw(&self) -> RawSource {
-        self.raw
+    /// `len` bytes that `fill` writes into the blob itself.
+    pub fn generated(len: usize, fill: &'a dyn Fill) -> Source<'a> {
+        Source {
+            kind: Kind::Generated { len, fill },
+            _memory: PhantomData,
+        }
+    }
+
+    /// The memory the source reads (None for a generated one).
+    pub fn raw(&self) -> Option<RawSource> {
+        match self.kind {
+            Kind::Raw(r) => Some(r),
+            Kind::Generated { .. } => None,
+        }
+    }
+
+    /// The writer of a generated source.
+    pub fn fill(&self) -> Option<&'a dyn Fill> {
+        match self.kind {
+            Kind::Raw(_) => None,
+            Kind::Generated { fill, .. } => Some(fill),
+        }
     }
 
     /// Bytes this source produces.
     pub fn len(&self) -> usize {
-        self.raw.len()
+        match self.kind {
+            Kind::Raw(r) => r.len(),
+            Kind::Generated { len, .. } => len,
+        }
     }
 
     /// True when it produces no bytes.
     pub fn is_empty(&self) -> bool {
-        self.raw.is_empty()
+        self.len() == 0
     }
 }
 
