@@ -7,12 +7,15 @@
 
 pub mod ipc;
 pub mod meta;
+pub mod narrow;
 pub mod read;
+mod scratch;
 pub mod types;
 pub mod write;
 
 pub use ipc::{IpcStream, Part};
-pub use read::{is_arrow_layout, narrow, read_array, read_value, ArrowValue, Blobs};
+pub use narrow::narrow;
+pub use read::{is_arrow_layout, read_array, read_value, ArrowValue, Blobs};
 pub use types::{portable, widen};
 pub use write::{write_layout, write_value, Written};
 
