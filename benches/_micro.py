@@ -347,7 +347,7 @@ def run_case(label: str, kind: str, size: int, reps: int, ctx: dict, contenders:
                     r["save"].append(o["put"])
                     r["load"].append(o["get"])
                     if verify:
-                        eq[key] = (o["equal"], o["equal"], o["why"])
+                        eq[key] = (o["equal"], o["equal"] and not o["why"], o["why"])
                 elif key == "official_fresh" and official:
                     server = fresh_server(nbytes)
                     try:

@@ -127,6 +127,9 @@ LABELS = {
 DERIVE = _derive.DERIVE
 #: The contenders that run with the NEP 49 allocator.
 ALLOC = ("ours_alloc", "ours_parallel_alloc", "ours_derive_alloc")
+#: Those whose nodes run in the measured process (ParallelRunner's run in
+#: workers, whose allocator counts the parent does not see).
+ALLOC_IN_PROCESS = ("ours_alloc", "ours_derive_alloc")
 #: The contender each one is compared with ("run / ours").
 OURS = {
     **{c: "ours" for c in SEQUENTIAL},

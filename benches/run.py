@@ -181,7 +181,7 @@ def mark_unsupported(records: list[dict]) -> None:
 
 def smoke_problems(data: dict) -> list[str]:
     """Contenders that did not run or did not give back equal results."""
-    from benches._pipelines import ALLOC
+    from benches._pipelines import ALLOC_IN_PROCESS
 
     problems = []
     missing_official = not data["config"]["official_python"]
@@ -203,7 +203,7 @@ def smoke_problems(data: dict) -> list[str]:
             problems.append(f"pipeline {key} failed: {res.get('error', '')[-300:]}")
         elif not res["equal"]:
             problems.append(f"pipeline {key} gave different results")
-        elif key in ALLOC and not (res.get("blob_allocs") or {}).get("median"):
+        elif key in ALLOC_IN_PROCESS and not (res.get("blob_allocs") or {}).get("median"):
             problems.append(f"pipeline {key} allocated no array in a blob")
     return problems
 
