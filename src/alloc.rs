@@ -182,7 +182,12 @@ pub fn alloc(size: usize, zeroed: bool) -> Option<NonNull<u8>> {
     };
     let ptr = bytes.as_ptr() as *mut u8;
     if let Some(region) = bytes.region() {
-        region.prefault(ptr as usize - region.base() as usize, size);
+        let offset = ptr as usize - region.base() as usize;
+        region.prefault(offset, size);
+        // vineyardd carves fresh blobs out of its memory file in order, so
+        // a node that allocates one large array usually allocates the next
+        // right after it: fault that in meanwhile, on another core.
+        crate::shm::populate_ahead(region, offset + size, size);
     }
     if zeroed {
         // SAFETY: the blob is fresh, unsealed, `size` bytes long, and known

@@ -9,7 +9,7 @@
 //! touch and never reach the memory file.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -19,12 +19,14 @@ use crate::object::ObjectId;
 
 mod detach;
 pub mod loaded;
+mod populate;
+mod worker;
+
+pub use populate::populate_ahead;
 
 pub use loaded::{Loaded, MappingKind, RegionKey, Registration};
 
-/// Granularity of `Region::prefault`'s record of what this mapping has
-/// already faulted in.
-const POPULATED_CHUNK: usize = 256 << 10;
+use populate::POPULATED_CHUNK;
 
 /// One mapped memory file of vineyardd.
 pub struct Region {
@@ -61,50 +63,6 @@ impl Region {
             key: RegionKey::fresh(),
             populated,
         })
-    }
-
-    /// Faults in, writable and in one call, the pages of `len` bytes at
-    /// `offset` that a copy is about to write, unless this mapping already
-    /// did so for every whole chunk of the range.
-    ///
-    /// A copy into pages this process has not mapped yet otherwise takes
-    /// one fault per 4 KiB page inside the copy loop. One
-    /// `MADV_POPULATE_WRITE` is faster: 1.5x for pages new to the store,
-    /// 1.8x for pages an earlier process used (a long-lived vineyardd).
-    /// Pages this mapping already faulted in would only cost a page walk
-    /// (~25 ms per GiB), hence the record. Only page tables change: contents
-    /// are untouched, so the pages the range shares with a neighbouring blob
-    /// are safe. An error (a kernel before 5.14, a memory limit) just leaves
-    /// the faults to the copy.
-    pub fn prefault(&self, offset: usize, len: usize) {
-        let Some(end) = offset.checked_add(len).filter(|e| *e <= self.len()) else {
-            return;
-        };
-        let whole = offset.div_ceil(POPULATED_CHUNK)..end / POPULATED_CHUNK;
-        if !whole.is_empty() && whole.clone().all(|c| self.is_populated(c)) {
-            return;
-        }
-        let page = page_size();
-        let start = self.base() as usize + offset;
-        let aligned = start & !(page - 1);
-        let Some(addr) = std::ptr::NonNull::new(aligned as *mut std::ffi::c_void) else {
-            return;
-        };
-        // SAFETY: [aligned, start + len) lies inside this mapping (`end` was
-        // checked and the mapping starts page aligned); the advice only
-        // populates page tables and never changes memory contents.
-        let done = unsafe {
-            nix::sys::mman::madvise(
-                addr,
-                start + len - aligned,
-                nix::sys::mman::MmapAdvise::MADV_POPULATE_WRITE,
-            )
-        };
-        if done.is_ok() {
-            for c in whole {
-                self.populated[c / 64].fetch_or(1 << (c % 64), Ordering::Relaxed);
-            }
-        }
     }
 
     /// Maps `len` bytes at `offset` of this memory file again, privately
@@ -147,10 +105,6 @@ impl Region {
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self._fd.as_fd()
-    }
-
-    fn is_populated(&self, chunk: usize) -> bool {
-        self.populated[chunk / 64].load(Ordering::Relaxed) & (1 << (chunk % 64)) != 0
     }
 
     /// Length of the mapping.
@@ -426,49 +380,6 @@ mod tests {
         let fd = memfd_create(c"vineyard-kedro-test", MFdFlags::MFD_CLOEXEC).expect("memfd_create");
         nix::unistd::ftruncate(&fd, len as i64).expect("ftruncate");
         Region::map(fd, len).expect("map")
-    }
-
-    /// MADV_POPULATE_WRITE exists since Linux 5.14.
-    fn populate_supported() -> bool {
-        let r = region(page_size() as u64);
-        let addr = std::ptr::NonNull::new(r.base() as *mut std::ffi::c_void).expect("mapped");
-        // SAFETY: one page of our own mapping; contents are not changed.
-        unsafe {
-            nix::sys::mman::madvise(
-                addr,
-                page_size(),
-                nix::sys::mman::MmapAdvise::MADV_POPULATE_WRITE,
-            )
-        }
-        .is_ok()
-    }
-
-    #[test]
-    fn prefault_records_whole_chunks_and_keeps_contents() {
-        let r = region(8 * POPULATED_CHUNK as u64);
-        // SAFETY: the mapping is 8 chunks long and nobody else uses it.
-        unsafe { *r.base().add(POPULATED_CHUNK + 7) = 42 };
-        // From the middle of chunk 0 to the middle of chunk 3: 1 and 2 are whole.
-        let (offset, len) = (POPULATED_CHUNK / 2, 3 * POPULATED_CHUNK);
-        r.prefault(offset, len);
-        let marked: Vec<bool> = (0..8).map(|c| r.is_populated(c)).collect();
-        if populate_supported() {
-            assert_eq!(
-                marked,
-                [false, true, true, false, false, false, false, false]
-            );
-        } else {
-            assert!(
-                marked.iter().all(|m| !m),
-                "nothing is recorded when the kernel refuses"
-            );
-        }
-        // SAFETY: as above.
-        assert_eq!(unsafe { *r.base().add(POPULATED_CHUNK + 7) }, 42);
-        // Out of range: nothing happens, nothing is recorded.
-        r.prefault(7 * POPULATED_CHUNK, 2 * POPULATED_CHUNK);
-        r.prefault(usize::MAX, 2);
-        assert!(!r.is_populated(7));
     }
 
     #[test]

@@ -129,6 +129,7 @@ impl PrivatePages {
         )
         .is_ok()
         {
+            region.forget_populated(first * page, (end - first) * page);
             self.pages_of(region).set(first..end, false);
         }
     }
