@@ -145,6 +145,7 @@ pub fn alloc(size: usize, zeroed: bool) -> Option<NonNull<u8>> {
     if size < target.threshold || size == 0 {
         return None;
     }
+    crate::shm::note_activity();
     let mut guard = state();
     let st = guard.as_mut()?;
     if st.broken.contains(&target.socket) {
@@ -237,6 +238,7 @@ pub fn free(ptr: *const u8) -> bool {
         return false;
     };
     LIVE.fetch_sub(1, Ordering::Release);
+    crate::shm::note_activity();
     st.stats.live_blobs -= 1;
     st.stats.live_bytes -= entry.bytes.len();
     if entry.pid != st.pid {
@@ -293,6 +295,7 @@ pub fn seal_for_put(ptr: *const u8, len: usize, socket: &Path) -> Option<ObjectI
         return None;
     }
     let client = st.clients.get_mut(&entry.socket)?;
+    crate::shm::note_activity();
     // Private first: an edit from now on stays in this process. If this
     // fails the blob stays unsealed and the save copies from the array.
     st.private.seal(&entry.bytes).ok()?;

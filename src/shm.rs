@@ -22,6 +22,7 @@ pub mod loaded;
 mod populate;
 mod worker;
 
+pub use detach::note_activity;
 pub use populate::populate_ahead;
 
 pub use loaded::{Loaded, MappingKind, RegionKey, Registration};

@@ -19,7 +19,9 @@
 use std::ffi::c_void;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use nix::sys::mman::{mmap, mmap_anonymous, mremap, munmap, MRemapFlags, MapFlags, ProtFlags};
 
@@ -141,8 +143,32 @@ fn unmap_now((addr, len): Scratch) {
 /// competes with them for the address-space lock and for a core (a 1 GiB
 /// save of 16 blobs took 57 to 174 ms with the unmap running alongside,
 /// 9 to 26 ms with it deferred).
-static UNMAPPER: Worker<Scratch> =
-    Worker::new("vineyard-unmap", Duration::from_millis(30), unmap_all);
+static UNMAPPER: Worker<Scratch> = Worker::new("vineyard-unmap", QUIET, unmap_all);
+
+/// The pause in seals, and in the allocator's traffic, the unmapper waits for.
+const QUIET: Duration = Duration::from_millis(30);
+
+/// The longest the unmapper defers its work for the allocator's traffic.
+const MAX_DEFER: Duration = Duration::from_secs(2);
+
+/// When the allocator last mapped, sealed or freed a blob, in milliseconds
+/// since `EPOCH`.
+static LAST_ACTIVITY: AtomicU64 = AtomicU64::new(0);
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+fn now_ms() -> u64 {
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Tells the unmapper that the allocator is busy with blobs (mapping,
+/// sealing, freeing): it waits for a pause before tearing entries down,
+/// since both need the address-space lock. After a save, Kedro drops the
+/// node's outputs and their blobs are freed back to back: an unmap running
+/// meanwhile made those frees wait up to 0.3 s.
+pub fn note_activity() {
+    LAST_ACTIVITY.store(now_ms(), Ordering::Relaxed);
+}
 
 /// Unmaps `scratch` on the background thread of this process (or here if
 /// none can be started).
@@ -153,6 +179,12 @@ fn unmap_later(scratch: Scratch) {
 /// In pieces: an unmap holds the address-space lock that the next seal's
 /// `mmap` needs, for as long as it tears entries down (~40 ms per GiB).
 fn unmap_all(batch: Vec<Scratch>) {
+    let started = Instant::now();
+    while now_ms().saturating_sub(LAST_ACTIVITY.load(Ordering::Relaxed)) < QUIET.as_millis() as u64
+        && started.elapsed() < MAX_DEFER
+    {
+        std::thread::sleep(QUIET / 3);
+    }
     for (addr, len) in batch {
         let mut at = 0;
         while at < len {
@@ -307,6 +339,13 @@ mod tests {
         } else {
             target - TABLE_SPAN
         };
+        // While the allocator is busy, the unmap waits (up to MAX_DEFER).
+        let busy = Instant::now();
+        while busy.elapsed() < Duration::from_millis(300) {
+            note_activity();
+            assert!(mapped(target), "unmapped while the allocator was busy");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while mapped(target) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
