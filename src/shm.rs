@@ -328,6 +328,15 @@ pub struct PrivateBytes {
     map: Option<MmapRaw>,
 }
 
+impl Drop for PrivateBytes {
+    fn drop(&mut self) {
+        // Dropped loads are unmapped back to back too (see `note_activity`).
+        if self.map.is_some() {
+            note_activity();
+        }
+    }
+}
+
 impl PrivateBytes {
     /// Start address, writable (dangling but aligned for empty blobs).
     pub fn as_mut_ptr(&self) -> *mut u8 {
