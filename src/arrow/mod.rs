@@ -15,7 +15,7 @@ pub mod write;
 
 pub use ipc::{IpcStream, Part};
 pub use narrow::narrow;
-pub use read::{is_arrow_layout, read_array, read_value, ArrowValue, Blobs};
+pub use read::{is_arrow_layout, read_array, read_value, ArrowValue, Blobs, ARRAY_LAYOUTS};
 pub use types::{portable, widen};
 pub use write::{write_layout, write_value, Written};
 

@@ -47,14 +47,17 @@ pub enum ArrowValue {
 pub fn is_arrow_layout(typename: &str) -> bool {
     typename.starts_with("vineyard::NumericArray<")
         || typename.starts_with("vineyard::BaseBinaryArray<")
-        || ARRAYS.contains(&typename)
+        || ARRAY_LAYOUTS.contains(&typename)
         || matches!(
             typename,
             "vineyard::RecordBatch" | "vineyard::Table" | "vineyard::SchemaProxy" | CHUNKED | IPC
         )
 }
 
-const ARRAYS: [&str; 8] = [
+/// Typenames of the array layouts besides the `NumericArray<T>` and
+/// `BaseBinaryArray<T>` families (the Python codec registers its decoder
+/// for these, through `_core.ARROW_ARRAY_LAYOUTS`).
+pub const ARRAY_LAYOUTS: [&str; 8] = [
     "vineyard::BooleanArray",
     "vineyard::FixedSizeBinaryArray",
     "vineyard::NullArray",

@@ -88,10 +88,7 @@ pub fn arrow_read(
     meta: &Bound<'_, PyAny>,
     blobs: &Bound<'_, PyDict>,
 ) -> PyResult<PyArrowValue> {
-    let meta = to_json(meta)?;
-    let blobs = leases(blobs)?;
-    let value = py.detach(|| read_value(&meta, &blobs))?;
-    Ok(PyArrowValue(value))
+    read_with(py, meta, blobs, |m, b| read_value(m, b))
 }
 
 /// Reads an Arrow array layout in its stored types (strings with 64-bit
@@ -102,10 +99,21 @@ pub fn arrow_read_array(
     meta: &Bound<'_, PyAny>,
     blobs: &Bound<'_, PyDict>,
 ) -> PyResult<PyArrowValue> {
+    read_with(py, meta, blobs, |m, b| {
+        read_array(m, b).map(ArrowValue::Array)
+    })
+}
+
+fn read_with(
+    py: Python<'_>,
+    meta: &Bound<'_, PyAny>,
+    blobs: &Bound<'_, PyDict>,
+    read: impl FnOnce(&serde_json::Value, &Leases) -> crate::Result<ArrowValue> + Send,
+) -> PyResult<PyArrowValue> {
     let meta = to_json(meta)?;
     let blobs = leases(blobs)?;
-    let array = py.detach(|| read_array(&meta, &blobs))?;
-    Ok(PyArrowValue(ArrowValue::Array(array)))
+    let value = py.detach(|| read(&meta, &blobs))?;
+    Ok(PyArrowValue(value))
 }
 
 /// An Arrow value read from vineyard, exported through the Arrow

@@ -87,6 +87,7 @@ mod _core {
         use pyo3::types::PyModuleMethods;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("MAX_NAME_BYTES", crate::names::MAX_NAME_BYTES)?;
-        m.add("EMPTY_BLOB_ID", crate::ObjectId::EMPTY_BLOB.value())
+        m.add("EMPTY_BLOB_ID", crate::ObjectId::EMPTY_BLOB.value())?;
+        m.add("ARROW_ARRAY_LAYOUTS", crate::arrow::ARRAY_LAYOUTS.to_vec())
     }
 }

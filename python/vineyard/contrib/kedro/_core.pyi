@@ -7,6 +7,7 @@ from os import PathLike
 from typing import Any, Literal, final
 
 __all__ = [
+    "ARROW_ARRAY_LAYOUTS",
     "AllocatorToken",
     "ArrowBuffer",
     "ArrowValue",
@@ -59,6 +60,8 @@ __version__: str
 MAX_NAME_BYTES: int
 #: The zero-length blob's id (never allocated; valid wherever a blob is).
 EMPTY_BLOB_ID: int
+#: Typenames of the Arrow array layouts read besides the NumericArray<T> and BaseBinaryArray<T> families.
+ARROW_ARRAY_LAYOUTS: list[str]
 
 # -- errors (src/python/errors.rs) -----------------------------------------------
 

@@ -54,17 +54,8 @@ IPC = OURS + "ArrowIPC"
 CHUNKED = OURS + "ChunkedArray"
 
 #: Typenames of the array layouts (besides the NumericArray<T> and
-#: BaseBinaryArray<T> families), the same list as ``src/arrow/read.rs``.
-ARRAY_LAYOUTS = (
-    "vineyard::BooleanArray",
-    "vineyard::FixedSizeBinaryArray",
-    "vineyard::NullArray",
-    "vineyard::LargeListArray",
-    "vineyard::LargeStringArray",
-    "vineyard::LargeBinaryArray",
-    "vineyard::StringArray",
-    "vineyard::BinaryArray",
-)
+#: BaseBinaryArray<T> families): the core's list, which its reader covers.
+ARRAY_LAYOUTS = tuple(_core.ARROW_ARRAY_LAYOUTS)
 
 
 def to_pyarrow(value: Any) -> Any:
