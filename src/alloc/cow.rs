@@ -15,10 +15,7 @@
 //! vineyardd places there is shared from the start.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Weak};
-
-use nix::sys::mman::{mmap, MapFlags, ProtFlags};
 
 use crate::shm::{page_size, BlobBytes, Region};
 
@@ -121,15 +118,10 @@ impl PrivatePages {
         if first >= end {
             return;
         }
-        if remap(
-            region,
-            first * page,
-            (end - first) * page,
-            MapFlags::MAP_SHARED,
-        )
-        .is_ok()
+        if region
+            .remap_in_place(first * page, (end - first) * page, false)
+            .is_ok()
         {
-            region.forget_populated(first * page, (end - first) * page);
             self.pages_of(region).set(first..end, false);
         }
     }
@@ -145,38 +137,6 @@ fn pwrite_all(region: &Region, mut buf: &[u8], mut at: usize) -> std::io::Result
         at += n;
     }
     Ok(())
-}
-
-/// Maps `len` bytes at `offset` of the region's file over the same range of
-/// the region, shared or private.
-fn remap(region: &Region, offset: usize, len: usize, kind: MapFlags) -> std::io::Result<()> {
-    let (Some(addr), Some(length)) = (
-        NonZeroUsize::new(region.base() as usize + offset),
-        NonZeroUsize::new(len),
-    ) else {
-        return Err(std::io::Error::other("empty range"));
-    };
-    if offset + len > region.len() {
-        return Err(std::io::Error::other("range outside the mapping"));
-    }
-    // SAFETY: the range is whole pages inside our own mapping of the same
-    // file at the same offsets (checked above), so every address stays
-    // mapped, with the same contents as the file: for MAP_PRIVATE the pages
-    // read the file until written; for MAP_SHARED they are the file. Only
-    // blobs of this allocator use this mapping, and the callers keep the
-    // file consistent with what they hold (see the module note).
-    unsafe {
-        mmap(
-            Some(addr),
-            length,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            kind | MapFlags::MAP_FIXED,
-            region.fd(),
-            offset as i64,
-        )
-    }
-    .map(drop)
-    .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

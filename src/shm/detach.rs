@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use nix::sys::mman::{mmap, mmap_anonymous, mremap, munmap, MRemapFlags, MapFlags, ProtFlags};
+use nix::sys::mman::{
+    madvise, mmap, mmap_anonymous, mremap, munmap, MRemapFlags, MapFlags, MmapAdvise, ProtFlags,
+};
 
 use super::worker::Worker;
 use super::{page_size, Region};
@@ -37,6 +39,54 @@ impl Region {
     /// private copy-on-write in place: reads show the memory file until
     /// a page is written, and writes from now on stay in this process.
     pub fn make_private(&self, offset: usize, len: usize) -> std::io::Result<()> {
+        self.check_whole_pages(offset, len)?;
+        if let Some(scratch) = detach_entries(self.base() as usize + offset, len) {
+            unmap_later(scratch);
+        }
+        self.remap_in_place(offset, len, true)
+    }
+
+    /// Maps the `len` bytes at `offset` of this mapping (whole pages) again
+    /// over themselves, from the same offsets of the memory file: private
+    /// copy-on-write, or shared (the file itself). Their page-table entries
+    /// go, so the record of what was faulted in forgets them.
+    pub fn remap_in_place(&self, offset: usize, len: usize, private: bool) -> std::io::Result<()> {
+        self.check_whole_pages(offset, len)?;
+        self.forget_populated(offset, len);
+        let addr = self.base() as usize + offset;
+        let (Some(at), Some(length)) = (NonZeroUsize::new(addr), NonZeroUsize::new(len)) else {
+            return Err(std::io::Error::other("empty range"));
+        };
+        let kind = if private {
+            MapFlags::MAP_PRIVATE
+        } else {
+            MapFlags::MAP_SHARED
+        };
+        // SAFETY: whole pages inside our own mapping of this file, mapped
+        // again at the same file offsets (checked above): every address
+        // stays mapped and reads the same bytes (the file's; for a private
+        // mapping, until written). Callers keep the file consistent with
+        // what the pages held (`crate::alloc`).
+        let mapped = unsafe {
+            mmap(
+                Some(at),
+                length,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                kind | MapFlags::MAP_FIXED,
+                self.fd(),
+                offset as i64,
+            )
+        }
+        .map_err(std::io::Error::from)?;
+        // A new mapping has the default advice: the same as the rest of the
+        // region's (see `no_recency`), which also lets the kernel merge it
+        // back with its neighbours.
+        // SAFETY: the range just mapped; advice changes no contents.
+        let _ = unsafe { madvise(mapped, len, MmapAdvise::MADV_RANDOM) };
+        Ok(())
+    }
+
+    fn check_whole_pages(&self, offset: usize, len: usize) -> std::io::Result<()> {
         let page = page_size();
         let in_range = offset.checked_add(len).is_some_and(|end| end <= self.len());
         if len == 0 || !offset.is_multiple_of(page) || !len.is_multiple_of(page) || !in_range {
@@ -44,31 +94,7 @@ impl Region {
                 "{len} bytes at offset {offset} are not whole pages of the mapping"
             )));
         }
-        let addr = self.base() as usize + offset;
-        if let Some(scratch) = detach_entries(addr, len) {
-            unmap_later(scratch);
-        }
-        self.forget_populated(offset, len);
-        let (Some(at), Some(length)) = (NonZeroUsize::new(addr), NonZeroUsize::new(len)) else {
-            return Err(std::io::Error::other("empty range"));
-        };
-        // SAFETY: whole pages inside our own mapping of this file, mapped
-        // again at the same file offsets (checked above): every address
-        // stays mapped and reads the same bytes (the file's, until
-        // written). Callers keep the file consistent with what the pages
-        // held (`crate::alloc`).
-        unsafe {
-            mmap(
-                Some(at),
-                length,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED,
-                self.fd(),
-                offset as i64,
-            )
-        }
-        .map(drop)
-        .map_err(std::io::Error::from)
+        Ok(())
     }
 }
 
